@@ -1,0 +1,153 @@
+"""The command line end to end on tiny runs, and every bad-input case."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from toymodels import load_run
+from toymodels.analysis import dense_qk_svd
+from toymodels.cli import main
+
+TINY = ["--set", "batch_size=32", "--set", "chunk_steps=15", "--steps", "30", "--no-progress"]
+
+
+def numbers(summary):
+    """Everything in summary.json that is a result, not provenance."""
+    return {k: summary[k] for k in ("preset", "config", "instances")}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "single"
+    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_run_writes_a_complete_summary(tiny_run, capsys):
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["preset"] == "single-pair"
+    assert summary["config"]["steps"] == 30 and summary["config"]["batch_size"] == 32
+    assert set(summary["versions"]) >= {"jax", "flax", "optax", "numpy", "python"}
+    assert "git_commit" in summary
+    assert [inst["seed"] for inst in summary["instances"]] == [0, 1]
+    for inst in summary["instances"]:
+        assert set(inst["overrides"]) == {"lam", "learning_rate", "p_active", "target_scale"}
+        assert set(inst["final_loss"]) == {"recon", "attn"}
+        s = inst["singular_values"]
+        assert len(s) == 10 and s == sorted(s, reverse=True)
+        (pair,) = inst["pairs"]
+        assert (pair["query_feature"], pair["key_feature"], pair["target"]) == (0, 1, 1.0)
+        assert set(pair) == {"query_feature", "key_feature", "target", "sv_index",
+                             "cos_query_u", "cos_key_v", "sigma"}
+        assert pair["sigma"] == s[pair["sv_index"]]
+    for name in ("params.npz", "curves.npz", "analysis.npz", "alignment.png"):
+        assert (tiny_run / name).stat().st_size > 0
+    assert not list(tiny_run.parent.glob(".*staging*"))  # staging folder renamed away
+
+
+def test_load_run_reproduces_the_summary(tiny_run):
+    run = load_run(tiny_run)
+    assert run.config.steps == 30
+    assert run.params["W_Q"].shape == (2, 10, 10) and run.curves["recon"].shape == (2, 30)
+    S = np.asarray(dense_qk_svd(run.params["W_Q"], run.params["W_K"])[1])
+    for n, inst in enumerate(run.summary["instances"]):
+        np.testing.assert_allclose(S[n], inst["singular_values"], rtol=1e-4, atol=1e-7)
+
+
+def test_same_command_twice_gives_identical_numbers(tiny_run, tmp_path):
+    again = tmp_path / "again"
+    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(again), *TINY]) == 0
+    first = json.loads((tiny_run / "summary.json").read_text())
+    second = json.loads((again / "summary.json").read_text())
+    assert numbers(first) == numbers(second)
+
+
+def test_existing_run_is_kept_unless_overwrite(tiny_run, capsys):
+    before = (tiny_run / "summary.json").read_bytes()
+    assert main(["run", "single-pair", "--seeds", "5", "--out", str(tiny_run), *TINY]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tiny_run / "summary.json").read_bytes() == before
+
+
+def test_overwrite_replaces_a_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "no-head", "--seeds", "0", "--out", str(out), *TINY]) == 0
+    assert main(["run", "no-head", "--seeds", "1", "--out", str(out), "--overwrite",
+                 *TINY]) == 0
+    assert [i["seed"] for i in json.loads((out / "summary.json").read_text())["instances"]] == [1]
+
+
+def test_no_head_claims_no_alignment(tmp_path):
+    out = tmp_path / "nohead"
+    assert main(["run", "no-head", "--seeds", "0-1", "--out", str(out), *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["lam"] == 0 and summary["config"]["template"] == []
+    assert all(inst["pairs"] == [] for inst in summary["instances"])
+
+
+def test_vary_gives_instances_their_own_values(tmp_path):
+    out = tmp_path / "vary"
+    assert main(["run", "single-pair", "--seeds", "0", "--vary", "target_scale=0.5,4",
+                 "--out", str(out), *TINY]) == 0
+    insts = json.loads((out / "summary.json").read_text())["instances"]
+    assert [i["overrides"]["target_scale"] for i in insts] == [0.5, 4.0]
+
+
+def test_multi_pair_smoke(tmp_path):
+    out = tmp_path / "multi"
+    assert main(["run", "multi-pair", "--seeds", "0-1", "--out", str(out), "--steps", "20",
+                 "--set", "chunk_steps=20", "--set", "batch_size=64", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(len(i["pairs"]) == 20 and len(i["singular_values"]) == 50
+               for i in summary["instances"])
+
+
+BAD_INPUT = [
+    (["run", "nosuch"], "unknown preset 'nosuch'"),
+    (["run", "single-pair", "--set", "bogus=1"], "unknown config field 'bogus'"),
+    (["run", "single-pair", "--set", "lam=high"], "lam='high': expected a number"),
+    (["run", "single-pair", "--set", "N=2.5"], "N='2.5': expected an integer"),
+    (["run", "single-pair", "--set", "N=0"], "N must be > 0"),
+    (["run", "single-pair", "--set", "D=0"], "D must be > 0"),
+    (["run", "single-pair", "--set", "H=-2"], "H must be > 0"),
+    (["run", "single-pair", "--set", "p_active=0"], "p_active must be in (0, 1]"),
+    (["run", "single-pair", "--set", "p_active=1.01"], "p_active must be in (0, 1]"),
+    (["run", "single-pair", "--set", "template=0:25:1"], "template index 25 is out of range"),
+    (["run", "single-pair", "--set", "N=1"], "template index 1 is out of range for N=1"),
+    (["run", "single-pair", "--seeds", "3-1"], "--seeds '3-1' is malformed"),
+    (["run", "single-pair", "--seeds", "x"], "--seeds 'x' is malformed"),
+    (["run", "single-pair", "--steps", "0"], "steps must be > 0"),
+    (["run", "single-pair", "--steps", "many"], "invalid int value: 'many'"),
+    (["run", "single-pair", "--vary", "N=1,2"], "only lam, learning_rate"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, message, tmp_path, capsys):
+    fresh = tmp_path / "fresh" / "run"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "summary.json").write_text('{"kept": true}')
+    for out in (fresh, existing):
+        with pytest.raises(SystemExit) as exc:
+            sys.exit(main(argv + ["--out", str(out)]))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "fresh").exists()
+    assert [p.name for p in existing.iterdir()] == ["summary.json"]
+    assert (existing / "summary.json").read_text() == '{"kept": true}'
+
+
+def test_module_entry_point_reports_errors(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "toymodels", "run", "nosuch", "--out",
+                           str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "unknown preset" in proc.stderr
+    assert not (tmp_path / "x").exists()
+    help_text = subprocess.run([sys.executable, "-m", "toymodels", "run", "--help"],
+                               capture_output=True, text=True).stdout
+    assert "--seeds" in help_text and "examples:" in help_text

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from toymodels.model import ToyModel, attention_loss, reconstruction_loss
+
+
+def make_model(N, D, H, **params):
+    model = ToyModel(N, D, H, init_scale=0.1, rngs=nnx.Rngs(0))
+    for name, value in params.items():
+        getattr(model, name)[...] = jnp.asarray(value, jnp.float32)
+    return model
+
+
+def test_shapes():
+    model = make_model(20, 10, 4)
+    assert model.W[...].shape == (10, 20) and model.b[...].shape == (20,)
+    assert model.W_Q[...].shape == (4, 10) and model.W_K[...].shape == (4, 10)
+    f_q, f_k = jnp.ones((3, 20)), jnp.ones((3, 5, 20))
+    assert model.reconstruct(f_k).shape == (3, 5, 20)
+    assert model.attention_logits(f_q, f_k).shape == (3, 5)
+    assert model.omega().shape == (10, 10)
+
+
+def test_logits_are_r_omega_s_against_numpy(getkey):
+    model = make_model(6, 4, 3)
+    rng = np.random.default_rng(0)
+    f_q, f_k = rng.random((2, 6)), rng.random((2, 5, 6))
+    W, Wq, Wk = (np.asarray(p[...], np.float64) for p in (model.W, model.W_Q, model.W_K))
+    expected = np.einsum("bd,de,bje->bj", f_q @ W.T, Wq.T @ Wk, f_k @ W.T)
+    got = model.attention_logits(jnp.asarray(f_q, jnp.float32), jnp.asarray(f_k, jnp.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_losses_at_hand_set_weights():
+    # W = I (N = D): reconstruction of non-negative features is exact, and with
+    # Ω = W_Qᵀ W_K = scale·T the head's logits equal the target logits.
+    N = 4
+    T = np.zeros((N, N), np.float32)
+    T[0, 1] = 1.0
+    scale = 3.0
+    model = make_model(N, N, N, W=np.eye(N), b=np.zeros(N), W_Q=scale * T.T, W_K=np.eye(N))
+    rng = np.random.default_rng(1)
+    f_q = jnp.asarray(rng.random((8, N)), jnp.float32)
+    f_k = jnp.asarray(rng.random((8, 3, N)), jnp.float32)
+    assert float(reconstruction_loss(model, f_q, f_k, jnp.ones(N))) == pytest.approx(0, abs=1e-12)
+    for kind in ("xent", "mse"):
+        loss = attention_loss(model, f_q, f_k, jnp.asarray(T), jnp.float32(scale), kind)
+        assert float(loss) == pytest.approx(0, abs=1e-6)
+    # Zero head: uniform attention, logits 0.
+    zero = make_model(N, N, N, W=np.eye(N), W_Q=np.zeros((N, N)), W_K=np.zeros((N, N)))
+    t = scale * np.einsum("bn,nk,bjk->bj", np.asarray(f_q), T, np.asarray(f_k))
+    mse = attention_loss(zero, f_q, f_k, jnp.asarray(T), jnp.float32(scale), "mse")
+    assert float(mse) == pytest.approx(np.mean(t ** 2), rel=1e-5)
+    p = np.exp(t) / np.exp(t).sum(-1, keepdims=True)
+    kl = np.mean(np.sum(p * (np.log(p) - np.log(1 / 3)), -1))
+    xent = attention_loss(zero, f_q, f_k, jnp.asarray(T), jnp.float32(scale), "xent")
+    assert float(xent) == pytest.approx(kl, rel=1e-4)
+
+
+def test_reconstruction_loss_is_importance_weighted():
+    N = 3
+    model = make_model(N, N, 2, W=np.zeros((N, N)), b=np.zeros(N))  # reconstructs 0
+    f_q = jnp.asarray([[1.0, 1.0, 1.0]])
+    f_k = jnp.asarray([[[0.0, 0.0, 0.0]]])
+    importance = jnp.asarray([1.0, 0.5, 0.25])
+    # Two tokens, squared errors 1 on each feature of the query: (1 + 0.5 + 0.25) / 2.
+    loss = reconstruction_loss(model, f_q, f_k, importance)
+    assert float(loss) == pytest.approx(0.875)

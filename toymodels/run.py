@@ -1,0 +1,95 @@
+"""One run, end to end: train instances -> analyse their heads -> store -> draw.
+
+The summary is the record researchers read: every resolved config field, the
+package versions and git commit, and per instance its seed, own
+hyperparameters, final losses, spectrum and matched pairs.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toymodels.analysis import analyze_heads
+from toymodels.config import Instance, ToyConfig
+from toymodels.store import (check_out_dir, commit_dir, git_commit, stage_dir, versions,
+                             write_json)
+from toymodels.train import TrainResult, train
+
+FINAL_LOSS_WINDOW = 100
+"""final_loss is the mean over the last this-many steps (one step's loss is noisy)."""
+
+
+def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],
+                  result: TrainResult, analysis: dict) -> dict:
+    window = min(FINAL_LOSS_WINDOW, cfg.steps)
+    records = []
+    for n, inst in enumerate(instances):
+        records.append({
+            "seed": inst.seed,
+            "overrides": inst.overrides(),
+            "final_loss": {name: float(np.mean(curve[n, -window:]))
+                           for name, curve in result.curves.items()},
+            "singular_values": [float(s) for s in analysis["singular_values"][n]],
+            "pairs": analysis["pairs"][n],
+        })
+    return {
+        "preset": preset_name,
+        "config": cfg.to_dict(),
+        "final_loss_window": window,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "instances": records,
+    }
+
+
+def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
+        overwrite: bool = False, progress: bool = True) -> dict:
+    """Train, analyse and store one run in out_dir; returns its summary."""
+    out = check_out_dir(out_dir, overwrite)  # before any work
+    t0 = time.perf_counter()
+    result = train(cfg, instances, progress=progress, desc=preset_name)
+    train_s = time.perf_counter() - t0
+    analysis = analyze_heads(result.params["W"], result.params["W_Q"], result.params["W_K"],
+                             cfg.template)
+    summary = build_summary(preset_name, cfg, instances, result, analysis)
+
+    staging = stage_dir(out)
+    try:
+        write_json(staging / "summary.json", summary)
+        np.savez(staging / "params.npz", **result.params)
+        np.savez(staging / "curves.npz", **result.curves)
+        np.savez(staging / "analysis.npz", **{k: v for k, v in analysis.items() if k != "pairs"})
+        # Timing varies between identical runs, so it stays out of summary.json.
+        write_json(staging / "timing.json", {"train_seconds": train_s,
+                                             "instances": len(instances), "steps": cfg.steps})
+        from toymodels.plots import plot_alignment  # matplotlib loads only when drawing
+        plot_alignment(staging, staging / "alignment.png")
+        commit_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """A short fixed-width table: one row per instance."""
+    header = (f"{'seed':>4}  {'overrides':<28} {'recon':>8} {'attn':>8} {'σ1':>8} "
+              f"{'σ2/σ1':>7} {'pairs':>5} {'min cos_u':>9} {'min cos_v':>9}")
+    lines = [header, "-" * len(header)]
+    base = summary["config"]
+    for inst in summary["instances"]:
+        own = {k: v for k, v in inst["overrides"].items() if v != base[k]}
+        own_text = ",".join(f"{k}={v:g}" for k, v in own.items()
+                            if not isinstance(v, list)) or "-"
+        s = inst["singular_values"]
+        ratio = s[1] / s[0] if len(s) > 1 and s[0] > 0 else float("nan")
+        matched = [p for p in inst["pairs"] if p["sv_index"] is not None]
+        cu = min((p["cos_query_u"] for p in matched), default=float("nan"))
+        cv = min((p["cos_key_v"] for p in matched), default=float("nan"))
+        lines.append(
+            f"{inst['seed']:>4}  {own_text:<28.28} {inst['final_loss']['recon']:>8.4f} "
+            f"{inst['final_loss']['attn']:>8.4f} {s[0]:>8.4f} {ratio:>7.4f} "
+            f"{len(matched):>5} {cu:>9.4f} {cv:>9.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""Train many toy models at once: vmap over instances, lax.scan over steps.
+
+Shapes:
+  I  instances (the vmapped axis; each has its own seed and batched hyperparameters)
+  S  steps in one compiled chunk
+
+One jit-compiled program advances every instance by S steps. An instance's
+data at step t is sample_batch(fold_in(data_key, t)), and its parameters
+start from its own init key, so its result depends on its seed and settings
+only, never on its position in the batch or on the chunk size.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from toymodels.config import Instance, ToyConfig
+from toymodels.data import importance_weights, sample_batch, template_matrix
+from toymodels.model import ToyModel, attention_loss, reconstruction_loss
+
+PARAM_NAMES = ("W", "b", "W_Q", "W_K")
+
+
+@dataclass
+class TrainResult:
+    params: dict[str, np.ndarray]
+    """Trained parameters by name, each with a leading instance axis: W [I, D, N], ..."""
+    curves: dict[str, np.ndarray]
+    """Per-step losses 'recon' and 'attn', each [I, steps]."""
+
+
+def instance_keys(seed: int):
+    """(init key, data key) of one instance: a function of its seed alone."""
+    k_init, k_data = jax.random.split(jax.random.key(seed))
+    return k_init, k_data
+
+
+def _model_graphdef(cfg: ToyConfig):
+    abstract = nnx.eval_shape(
+        lambda: ToyModel(cfg.N, cfg.D, cfg.H, init_scale=cfg.init_scale, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract)
+    return graphdef
+
+
+def init_states(cfg: ToyConfig, seeds):
+    """Model states for each seed, stacked on a leading instance axis."""
+    def init_one(seed):
+        k_init, _ = instance_keys(seed)
+        model = ToyModel(cfg.N, cfg.D, cfg.H, init_scale=cfg.init_scale,
+                         rngs=nnx.Rngs(params=k_init))
+        return nnx.split(model)[1]
+    return jax.vmap(init_one)(jnp.asarray(seeds, jnp.uint32))
+
+
+def _instance_hparams(cfg: ToyConfig, instances: list[Instance]) -> dict:
+    """The batched per-instance values, each with a leading [I] axis."""
+    def vector(p):
+        return p if isinstance(p, tuple) else (float(p),) * cfg.N
+    return {
+        "lam": jnp.asarray([inst.lam for inst in instances], jnp.float32),
+        "learning_rate": jnp.asarray([inst.learning_rate for inst in instances], jnp.float32),
+        "p_active": jnp.asarray([vector(inst.p_active) for inst in instances], jnp.float32),
+        "target_scale": jnp.asarray([inst.target_scale for inst in instances], jnp.float32),
+        "data_key": jax.vmap(lambda s: instance_keys(s)[1])(
+            jnp.asarray([inst.seed for inst in instances], jnp.uint32)),
+    }
+
+
+def program_key(cfg: ToyConfig) -> ToyConfig:
+    """cfg with the fields that do not change the compiled program reset: configs with
+    equal keys share one compiled training program."""
+    defaults = ToyConfig()
+    return cfg.replace(steps=cfg.chunk_steps, p_active=defaults.p_active,
+                       **{name: getattr(defaults, name) for name in
+                          ("lam", "learning_rate", "target_scale")})
+
+
+def make_chunk_fn(cfg: ToyConfig):
+    """A jitted function advancing every instance by len(step_ids) steps."""
+    return _make_chunk_fn(program_key(cfg))
+
+
+@functools.lru_cache(maxsize=16)
+def _make_chunk_fn(cfg: ToyConfig):
+    graphdef = _model_graphdef(cfg)
+    T = jnp.asarray(template_matrix(cfg.template, cfg.N))
+    importance = jnp.asarray(importance_weights(cfg))
+    # AdamW at learning rate 1, scaled by each instance's own rate below: optax's
+    # adamw is chain(scale_by_adam, add_decayed_weights, scale(-lr)), so this is
+    # the same update with lr free to vary across the vmapped axis.
+    tx = optax.adamw(1.0, weight_decay=cfg.weight_decay)
+
+    def losses(state, hp, f_q, f_k):
+        model = nnx.merge(graphdef, state)
+        recon = reconstruction_loss(model, f_q, f_k, importance)
+        attn = attention_loss(model, f_q, f_k, T, hp["target_scale"], cfg.attn_loss)
+        return recon + hp["lam"] * attn, (recon, attn)
+
+    def step(carry, step_id, hp):
+        state, opt_state = carry
+        f_q, f_k = sample_batch(jax.random.fold_in(hp["data_key"], step_id),
+                                hp["p_active"], cfg.batch_size, cfg.m)
+        grads, (recon, attn) = jax.grad(losses, has_aux=True)(state, hp, f_q, f_k)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        updates = jax.tree.map(lambda u: hp["learning_rate"] * u, updates)
+        return (optax.apply_updates(state, updates), opt_state), (recon, attn)
+
+    def run_instance(state, opt_state, hp, step_ids):
+        (state, opt_state), (recon, attn) = jax.lax.scan(
+            lambda c, t: step(c, t, hp), (state, opt_state), step_ids)
+        return state, opt_state, recon, attn
+
+    chunk = jax.jit(jax.vmap(run_instance, in_axes=(0, 0, 0, None)), donate_argnums=(0, 1))
+    init_opt = jax.jit(jax.vmap(tx.init))
+    return chunk, init_opt
+
+
+def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
+          desc: str = "train") -> TrainResult:
+    """Train every instance for cfg.steps steps as one compiled program."""
+    chunk_fn, init_opt = make_chunk_fn(cfg)
+    state = init_states(cfg, [inst.seed for inst in instances])
+    opt_state = init_opt(state)
+    hp = _instance_hparams(cfg, instances)
+
+    recon_chunks, attn_chunks = [], []
+    bar = tqdm(total=cfg.steps, desc=f"{desc} ({len(instances)} instances)",
+               unit="step", disable=not progress)
+    start = 0
+    while start < cfg.steps:
+        n = min(cfg.chunk_steps, cfg.steps - start)  # a shorter last chunk compiles once more
+        step_ids = jnp.arange(start, start + n, dtype=jnp.uint32)
+        state, opt_state, recon, attn = chunk_fn(state, opt_state, hp, step_ids)
+        recon_chunks.append(np.asarray(recon))  # blocks until the chunk is done
+        attn_chunks.append(np.asarray(attn))
+        bar.set_postfix(recon=f"{recon_chunks[-1][:, -1].mean():.4f}",
+                        attn=f"{attn_chunks[-1][:, -1].mean():.4f}")
+        bar.update(n)
+        start += n
+    bar.close()
+
+    pure = nnx.to_pure_dict(state)
+    params = {name: np.asarray(pure[name]) for name in PARAM_NAMES}
+    curves = {"recon": np.concatenate(recon_chunks, axis=1),
+              "attn": np.concatenate(attn_chunks, axis=1)}
+    return TrainResult(params=params, curves=curves)
