@@ -131,7 +131,7 @@ def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
 
     recon_chunks, attn_chunks = [], []
     bar = tqdm(total=cfg.steps, desc=f"{desc} ({len(instances)} instances)",
-               unit="step", disable=not progress)
+               unit="step", disable=None if progress else True)  # None: off when not a terminal
     start = 0
     while start < cfg.steps:
         n = min(cfg.chunk_steps, cfg.steps - start)  # a shorter last chunk compiles once more
