@@ -41,9 +41,11 @@ def test_run_writes_a_complete_summary(tiny_run, capsys):
         (pair,) = inst["pairs"]
         assert (pair["query_feature"], pair["key_feature"], pair["target"]) == (0, 1, 1.0)
         assert set(pair) == {"query_feature", "key_feature", "target", "sv_index",
-                             "cos_query_u", "cos_key_v", "sigma"}
+                             "cos_query_u", "cos_key_v", "sigma", "significant"}
+        assert set(inst["dynamics"]) >= {"step_alignment_above", "step_interference_below"}
         assert pair["sigma"] == s[pair["sv_index"]]
-    for name in ("params.npz", "curves.npz", "analysis.npz", "alignment.png"):
+    for name in ("params.npz", "curves.npz", "analysis.npz", "dynamics.npz", "alignment.png",
+                 "analysis/heads.csv", "analysis/pairs.csv", "analysis/features.csv"):
         assert (tiny_run / name).stat().st_size > 0
     assert not list(tiny_run.parent.glob(".*staging*"))  # staging folder renamed away
 
@@ -151,3 +153,56 @@ def test_module_entry_point_reports_errors(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "toymodels", "run", "--help"],
                                capture_output=True, text=True).stdout
     assert "--seeds" in help_text and "examples:" in help_text
+
+
+def test_analyze_a_run_rewrites_its_metrics_without_retraining(tiny_run, capsys):
+    heads = tiny_run / "analysis" / "heads.csv"
+    before = heads.read_text()
+    params_before = (tiny_run / "params.npz").read_bytes()
+    heads.unlink()
+    assert main(["analyze", str(tiny_run)]) == 0
+    assert heads.read_text() == before
+    assert (tiny_run / "params.npz").read_bytes() == params_before
+    assert "mmcs_query_u" in capsys.readouterr().out
+
+
+def test_analyze_weights_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    weights = tmp_path / "heads.npz"
+    np.savez(weights, W_Q=rng.normal(size=(2, 3, 4, 16)), W_K=rng.normal(size=(2, 3, 4, 16)),
+             W_V=rng.normal(size=(2, 3, 4, 16)), W_O=rng.normal(size=(2, 3, 16, 4)))
+    np.save(tmp_path / "features.npy", rng.normal(size=(16, 30)))
+    assert main(["analyze", str(weights), "--features", str(tmp_path / "features.npy"),
+                 "--template", "0:1:1,2:3:0.5"]) == 0
+    out = tmp_path / "heads_analysis"
+    heads = (out / "heads.csv").read_text().splitlines()
+    assert heads[0].startswith("layer,head,circuit,")
+    assert len(heads) == 1 + 2 * 3 * 2  # layers × heads × {qk, ov}
+    assert len((out / "pairs.csv").read_text().splitlines()) == 1 + 2 * 3 * 2
+    meta = json.loads((out / "analysis.json").read_text())
+    assert meta["axes"] == ["layer", "head"] and meta["template"] == [[0, 1, 1.0], [2, 3, 0.5]]
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "needs --features"),
+    (["--features", "missing.npy"], "does not exist"),
+    (["--features", "features.npy", "--template", "0:99:1"], "out of range for N=30"),
+    (["--features", "wrong_d.npy"], "its D axis is 16"),
+    (["--features", "features.npy", "--axes", "layer,head"], "name them with axes"),
+    (["--features", "features.npy", "--rel-tol", "2"], "--rel-tol must be in [0, 1)"),
+])
+def test_analyze_bad_input(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez("heads.npz", W_Q=rng.normal(size=(3, 4, 16)), W_K=rng.normal(size=(3, 4, 16)))
+    np.save("features.npy", rng.normal(size=(16, 30)))
+    np.save("wrong_d.npy", rng.normal(size=(12, 30)))
+    assert main(["analyze", "heads.npz", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "heads_analysis").exists()
+
+
+def test_analyze_rejects_a_path_that_is_neither(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nothing")]) == 2
+    assert "neither a run directory nor an .npz" in capsys.readouterr().err

@@ -4,10 +4,19 @@ measures how well singular vectors recover them.
 Pipeline: config -> data -> model -> train -> analysis -> store (-> plots, cli).
 """
 
-from toymodels.config import (PRESETS, ConfigError, Instance, ToyConfig, make_instances,
-                              preset)
-from toymodels.store import LoadedRun, RunDirError, load_run
+from toymodels.config import PRESETS, Instance, ToyConfig, make_instances, preset
+from toymodels.errors import AnalysisInputError, ConfigError, RunDirError
+from toymodels.store import LoadedRun, load_run
 
-__all__ = ["PRESETS", "ConfigError", "Instance", "LoadedRun", "RunDirError", "ToyConfig",
-           "load_run", "make_instances", "preset"]
+
+def analyze(*args, **kwargs):
+    """metrics.analyze (imported on first use, as it loads JAX)."""
+    from toymodels.metrics import analyze as _analyze
+    return _analyze(*args, **kwargs)
+
+
+analyze.__doc__ = "See toymodels.metrics.analyze: alignment metrics of every head."
+
+__all__ = ["PRESETS", "AnalysisInputError", "ConfigError", "Instance", "LoadedRun",
+           "RunDirError", "ToyConfig", "analyze", "load_run", "make_instances", "preset"]
 __version__ = "0.1.0"

@@ -1,88 +1,166 @@
-"""Singular vectors of a head's QK matrix against the planted features (paper-notes §4).
+"""Singular vectors of attention heads against a feature dictionary (paper-notes §4).
 
 Shapes:
-  ...  any leading batch axes (instances, layers, heads)
-  W_Q, W_K [..., H, D];  W [..., D, N];  K = min(D, H) singular triples
-  U, V [..., D, K] left/right singular vectors;  S [..., K] singular values, descending
-  cos_u, cos_v [..., N, K]: |cos| between feature column w_i and u_k (resp. v_k)
+  ...  leading head axes, any of [instance, layer, head] (or none)
+  D residual dim, H head dim, N features, K = min(D, H) singular triples
+  W_Q, W_K, W_V [..., H, D];  W_O [..., D, H];  features W [(...), D, N]
+  A circuit's matrix is a product A Bᵀ of two [..., D, H] factors:
+    QK: Ω = W_Qᵀ W_K  (A = W_Qᵀ, B = W_Kᵀ);   OV = W_O W_V  (A = W_O, B = W_Vᵀ)
+  U, V [..., D, K] left/right singular vectors; S [..., K] descending
+  cos_u, cos_v [..., N, K]: |cos| of feature w_i with u_k (v_k)
 
-Ω = W_Qᵀ W_K has rank <= H, so its SVD is taken from the thin factors: QR of
-W_Qᵀ and W_Kᵀ, then the SVD of the small core R_Q R_Kᵀ. `dense_qk_svd` is the
-direct route, kept as a test oracle.
+Everything here is jit-compiled and batched over the leading axes. A product of
+rank <= H is decomposed from its thin factors when H < D (QR of each factor,
+SVD of the K×K core) and densely otherwise; both are exact, and the dense route
+doubles as the test oracle. Analysis always runs at full float32 matmul precision.
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+
+DEFAULT_REL_TOL = 0.01
+"""σ_k is significant when σ_k > DEFAULT_REL_TOL · σ_1, unless a caller says otherwise."""
 
 
 def _mT(x):
     return jnp.swapaxes(x, -1, -2)
 
 
+def after(x, *deps):
+    """x, but only once deps are computed.
+
+    XLA's CPU runtime may run independent LAPACK calls (QR, SVD) of one program
+    concurrently, and two batched QRs running at once deadlock it (jax 0.10.2:
+    two QRs of [10, 384, 32] never return). So every decomposition here either
+    shares one call (stacked inputs) or waits for the previous one."""
+    return jax.lax.optimization_barrier((x, deps))[0]
+
+
+def thin_product_svd(A, B):
+    """SVD of A Bᵀ from its factors A, B [..., D, H]: U, V [..., D, K], S [..., K]."""
+    Q, R = jnp.linalg.qr(jnp.stack([A, B]))  # one call for both factors (see `after`)
+    (Q_a, Q_b), (R_a, R_b) = Q, R  # A = Q_a R_a, Q_a [.., D, K]
+    U_c, S, V_ct = jnp.linalg.svd(R_a @ _mT(R_b))  # core [.., K, K]
+    return Q_a @ U_c, S, Q_b @ _mT(V_ct)
+
+
+def dense_product_svd(A, B):
+    """SVD of the dense D×D product A Bᵀ, truncated to K = min(D, H) triples."""
+    K = min(A.shape[-2], A.shape[-1])
+    U, S, V_t = jnp.linalg.svd(A @ _mT(B))
+    return U[..., :K], S[..., :K], _mT(V_t)[..., :K]
+
+
+def product_svd(A, B):
+    """The cheaper exact route for the shapes at hand (decided at trace time)."""
+    D, H = A.shape[-2:]
+    return thin_product_svd(A, B) if H < D else dense_product_svd(A, B)
+
+
 @jax.jit
 def qk_svd(W_Q, W_K):
-    """SVD of Ω = W_Qᵀ W_K from its thin factors: (U [..., D, K], S [..., K], V [..., D, K])."""
+    """SVD of Ω = W_Qᵀ W_K: (U [..., D, K], S [..., K], V [..., D, K])."""
     with jax.default_matmul_precision("highest"):
-        Q_q, R_q = jnp.linalg.qr(_mT(W_Q))  # W_Qᵀ = Q_q R_q, Q_q [.., D, K]
-        Q_k, R_k = jnp.linalg.qr(_mT(W_K))
-        U_c, S, V_ct = jnp.linalg.svd(R_q @ _mT(R_k))  # core [.., K, K]
-        return Q_q @ U_c, S, Q_k @ _mT(V_ct)
+        return product_svd(_mT(W_Q), _mT(W_K))
+
+
+@jax.jit
+def ov_svd(W_V, W_O):
+    """SVD of OV = W_O W_V: (U [..., D, K], S [..., K], V [..., D, K])."""
+    with jax.default_matmul_precision("highest"):
+        return product_svd(W_O, _mT(W_V))
 
 
 @jax.jit
 def dense_qk_svd(W_Q, W_K):
-    """SVD of the dense D×D product (the oracle route): U, S, V with D triples."""
+    """Oracle: SVD of the dense D×D matrix Ω, all D triples."""
     with jax.default_matmul_precision("highest"):
-        U, S, Vt = jnp.linalg.svd(_mT(W_Q) @ W_K)
-        return U, S, _mT(Vt)
+        U, S, V_t = jnp.linalg.svd(_mT(W_Q) @ W_K)
+        return U, S, _mT(V_t)
+
+
+def unit_columns(W):
+    return W / jnp.linalg.norm(W, axis=-2, keepdims=True)
 
 
 @jax.jit
 def feature_cosines(W, U, V):
     """|cos| of every feature column of W [.., D, N] with every column of U and V."""
     with jax.default_matmul_precision("highest"):
-        W_unit = W / jnp.linalg.norm(W, axis=-2, keepdims=True)
+        W_unit = unit_columns(W)
         return jnp.abs(_mT(W_unit) @ U), jnp.abs(_mT(W_unit) @ V)
 
 
-def match_pairs(template, cos_u, cos_v, S):
-    """Assign each attended pair (i, j) its own singular index, one-to-one.
-
-    The Hungarian assignment maximizes the summed score |cos(w_i, u_k)|·|cos(w_j, v_k)|
-    over pairs, rather than trusting the SVD's order. cos_u, cos_v [N, K], S [K] for
-    one head. With more pairs than singular triples, the pairs left over get None.
-    """
-    if not template:
-        return []
-    cos_u, cos_v, S = np.asarray(cos_u), np.asarray(cos_v), np.asarray(S)
-    query = np.array([i for i, _, _ in template])
-    key = np.array([j for _, j, _ in template])
-    score = cos_u[query] * cos_v[key]  # [P, K]
-    rows, cols = linear_sum_assignment(score, maximize=True)
-    assigned = dict(zip(rows.tolist(), cols.tolist()))
-    pairs = []
-    for p, (i, j, value) in enumerate(template):
-        k = assigned.get(p)
-        pairs.append({
-            "query_feature": int(i), "key_feature": int(j), "target": float(value),
-            "sv_index": None if k is None else int(k),
-            "cos_query_u": None if k is None else float(cos_u[i, k]),
-            "cos_key_v": None if k is None else float(cos_v[j, k]),
-            "sigma": None if k is None else float(S[k]),
-        })
-    return pairs
+def significant(S, rel_tol):
+    """σ_k counts only when σ_k > rel_tol · σ_1: directions with negligible σ are
+    arbitrary (null space), so a match there is not alignment."""
+    return S > rel_tol * S[..., :1]
 
 
-def analyze_heads(W, W_Q, W_K, template):
-    """Per-head spectrum, cosine matrices and matched pairs, for heads stacked on axis 0.
+def random_rotations(key, mask):
+    """Haar-random orthogonal [..., K, K] acting only on the columns where mask [..., K]
+    is True (a prefix, as significant σ are the largest), identity elsewhere.
+    Give mask a leading axis to draw several sets in one QR call.
 
-    Returns dict with 'singular_values' [I, K], 'cos_u', 'cos_v' [I, N, K] (NumPy) and
-    'pairs', a list (one per head) of matched-pair records.
-    """
-    U, S, V = qk_svd(jnp.asarray(W_Q), jnp.asarray(W_K))
-    cos_u, cos_v = feature_cosines(jnp.asarray(W), U, V)
-    S, cos_u, cos_v = np.asarray(S), np.asarray(cos_u), np.asarray(cos_v)
-    pairs = [match_pairs(template, cos_u[h], cos_v[h], S[h]) for h in range(S.shape[0])]
-    return {"singular_values": S, "cos_u": cos_u, "cos_v": cos_v, "pairs": pairs}
+    QR of a block-diagonal matrix [[G, 0], [0, I]] is block-diagonal, so the
+    rotation keeps the span of the masked columns."""
+    K = mask.shape[-1]
+    G = jax.random.normal(key, mask.shape + (K,))
+    both = mask[..., :, None] & mask[..., None, :]
+    eye = jnp.broadcast_to(jnp.eye(K, dtype=bool), both.shape)
+    G = jnp.where(both, G, eye.astype(G.dtype))
+    Q, R = jnp.linalg.qr(G)
+    return Q * jnp.sign(jnp.diagonal(R, axis1=-2, axis2=-1))[..., None, :]  # Haar measure
+
+
+def principal_cosines(F, U, n_vectors: int, mask):
+    """Cosines of the principal angles between span(F [.., D, P]) and the span of the
+    first n_vectors columns of U that mask keeps; descending, min(P, n_vectors) of them."""
+    Q_f, _ = jnp.linalg.qr(F)
+    U_top = U[..., :n_vectors] * mask[..., None, :n_vectors]
+    cos = jnp.linalg.svd(_mT(Q_f) @ U_top, compute_uv=False)
+    return jnp.clip(cos[..., :min(F.shape[-1], n_vectors)], 0.0, 1.0)
+
+
+@partial(jax.jit, static_argnames=("query_set", "key_set", "rel_tol"))
+def circuit_core(A, B, W, key, *, query_set: tuple, key_set: tuple, rel_tol: float):
+    """Everything jit-able about one circuit A Bᵀ of every head against features W.
+
+    query_set / key_set: feature indices whose spans are compared with the left /
+    right singular vectors (principal angles). Returns a dict of arrays."""
+    with jax.default_matmul_precision("highest"):
+        U, S, V = product_svd(A, B)
+        sig = significant(S, rel_tol)
+        cos_u, cos_v = feature_cosines(W, U, V)
+        R_u, R_v = random_rotations(key, jnp.stack([sig, sig]))  # one QR for both
+        cos_u_rot, cos_v_rot = feature_cosines(W, U @ R_u, V @ R_v)
+        out = {"S": S, "significant": sig, "cos_u": cos_u, "cos_v": cos_v,
+               "cos_u_rot": cos_u_rot, "cos_v_rot": cos_v_rot}
+        K = S.shape[-1]
+        last = (R_u,)
+        for side, feats, vectors in (("query", query_set, U), ("key", key_set, V)):
+            if feats:
+                F = jnp.broadcast_to(W, A.shape[:-2] + W.shape[-2:])[..., jnp.asarray(feats)]
+                out[f"principal_cos_{side}"] = principal_cosines(
+                    after(F, *last), vectors, min(len(feats), K), sig)
+                last = (out[f"principal_cos_{side}"],)
+        return out
+
+
+@jax.jit
+def feature_geometry(W):
+    """Toy Models of Superposition's geometry of W [.., D, N].
+
+    gram WᵀW [.., N, N]; norms ‖w_i‖; interference_i = Σ_{j≠i} (ŵ_i·w_j)²;
+    dimensionality_i = ‖w_i‖² / Σ_j (ŵ_i·w_j)²."""
+    with jax.default_matmul_precision("highest"):
+        gram = _mT(W) @ W
+        norms = jnp.linalg.norm(W, axis=-2)
+        proj_sq = (_mT(unit_columns(W)) @ W) ** 2  # (ŵ_i·w_j)² [.., N, N]
+        total = jnp.sum(proj_sq, axis=-1)
+        interference = total - jnp.diagonal(proj_sq, axis1=-2, axis2=-1)
+        return {"gram": gram, "norms": norms, "interference": interference,
+                "dimensionality": norms ** 2 / total}

@@ -7,9 +7,10 @@ line on stderr and exit code 2, and leaves the output directory untouched.
 import argparse
 import sys
 
-from toymodels.config import (PRESETS, ConfigError, apply_overrides, make_instances,
+from toymodels.config import (PRESETS, apply_overrides, make_instances,
                               parse_seeds, parse_vary, preset)
-from toymodels.store import RunDirError
+from toymodels.errors import ConfigError
+from toymodels.errors import AnalysisInputError, RunDirError
 
 EXAMPLES = """\
 examples:
@@ -17,6 +18,13 @@ examples:
   toymodels run no-head --seeds 0-3 --out runs/no-head
   toymodels run single-pair --out runs/lam --vary lam=0.5,1,2 --set steps=2000
   toymodels run multi-pair --seeds 0-1 --steps 200 --out runs/multi-smoke
+"""
+
+
+ANALYZE_EXAMPLES = """\
+examples:
+  toymodels analyze runs/single-pair             # re-analyse a stored run, no retraining
+  toymodels analyze heads.npz --features W.npy --template 0:1:1.0 --axes layer,head
 """
 
 
@@ -46,6 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing run in --out (only once the new one is done)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    an = sub.add_parser("analyze", help="alignment metrics of a stored run, or of any "
+                        "attention weights saved as arrays",
+                        epilog=ANALYZE_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    an.add_argument("path", help="a run directory, or an .npz holding W_Q, W_K (and/or "
+                    "W_V, W_O) with leading axes [instance, layer, head], any of them absent")
+    an.add_argument("--features", help="(.npz input) feature dictionary .npy, [D, N] or "
+                    "[instance, D, N]")
+    an.add_argument("--template", default="", help="(.npz input) attended pairs "
+                    "query:key:target,..., e.g. 0:1:1.0,2:3:0.5")
+    an.add_argument("--axes", help="(.npz input) names of the leading axes, e.g. layer,head "
+                    "(default: the last names of instance,layer,head)")
+    an.add_argument("--out", help="(.npz input) output directory (default: PATH without "
+                    ".npz, plus _analysis)")
+    an.add_argument("--rel-tol", type=float, default=None,
+                    help="σ_k is significant when σ_k > rel_tol·σ_1 (default 0.01)")
+    an.add_argument("--seed", type=int, default=0, help="seed of the random-rotation baseline")
     return parser
 
 
@@ -54,7 +80,9 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return _run(args)
-    except (ConfigError, RunDirError) as e:
+        if args.command == "analyze":
+            return _analyze(args)
+    except (ConfigError, RunDirError, AnalysisInputError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
     return 2
@@ -72,6 +100,72 @@ def _run(args) -> int:
     print(f"{args.preset}: {len(instances)} instances, {cfg.steps} steps -> {args.out}")
     print(summary_table(summary))
     return 0
+
+
+def _analyze(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from toymodels.analysis import DEFAULT_REL_TOL
+    from toymodels.config import parse_template
+
+    path = Path(args.path)
+    rel_tol = DEFAULT_REL_TOL if args.rel_tol is None else args.rel_tol
+    if not 0 <= rel_tol < 1:
+        raise AnalysisInputError(f"--rel-tol must be in [0, 1), got {rel_tol}")
+    if path.is_dir():
+        if args.features or args.template or args.axes or args.out:
+            raise AnalysisInputError("a run directory carries its own features, template and "
+                                     "axes; --features/--template/--axes/--out are for .npz input")
+        from toymodels.run import reanalyze
+        out = reanalyze(path, rel_tol=rel_tol, seed=args.seed)
+    elif path.suffix == ".npz" and path.is_file():
+        if not args.features:
+            raise AnalysisInputError(f"{path} needs --features FEATURES.npy, the [D, N] "
+                                     "feature dictionary to compare singular vectors with")
+        weights = _load_arrays(path)
+        features = _load_array(Path(args.features))
+        template = parse_template(args.template)
+        axes = tuple(a.strip() for a in args.axes.split(",")) if args.axes else None
+        out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
+        from toymodels.metrics import analyze
+        from toymodels.store import write_analysis
+        analysis = analyze(features, **weights, template=template, axes=axes,
+                           rel_tol=rel_tol, seed=args.seed)
+        write_analysis(out, analysis, {"source": str(path), "features": args.features,
+                                       "template": [list(p) for p in template],
+                                       "rel_tol": rel_tol, "seed": args.seed})
+    else:
+        raise AnalysisInputError(f"{path} is neither a run directory nor an .npz file")
+    from toymodels.metrics import heads_overview
+    print(f"wrote {out}/heads.csv, pairs.csv, features.csv, arrays.npz")
+    print(heads_overview(out / "heads.csv"))
+    return 0
+
+
+def _load_arrays(path):
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            weights = {k: f[k] for k in ("W_Q", "W_K", "W_V", "W_O") if k in f.files}
+    except (OSError, ValueError) as e:
+        raise AnalysisInputError(f"cannot read {path} as .npz: {e}") from None
+    if not weights:
+        raise AnalysisInputError(f"{path} holds none of W_Q, W_K, W_V, W_O")
+    return weights
+
+
+def _load_array(path):
+    import numpy as np
+
+    if not path.is_file():
+        raise AnalysisInputError(f"--features {path} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise AnalysisInputError(f"cannot read --features {path} as .npy: {e}") from None
 
 
 if __name__ == "__main__":

@@ -11,29 +11,46 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.analysis import analyze_heads
+from toymodels.analysis import DEFAULT_REL_TOL
 from toymodels.config import Instance, ToyConfig
+from toymodels.dynamics import first_crossings
+from toymodels.metrics import HeadAnalysis, analyze
 from toymodels.store import (check_out_dir, commit_dir, git_commit, stage_dir, versions,
-                             write_json)
+                             write_analysis, write_json)
 from toymodels.train import TrainResult, train
+
+SUMMARY_PAIR_KEYS = ("query_feature", "key_feature", "target", "sv_index", "cos_query_u",
+                     "cos_key_v", "sigma", "significant")
 
 FINAL_LOSS_WINDOW = 100
 """final_loss is the mean over the last this-many steps (one step's loss is noisy)."""
 
 
+def analyze_params(cfg: ToyConfig, params: dict, rel_tol: float = DEFAULT_REL_TOL,
+                   seed: int = 0) -> HeadAnalysis:
+    """The full metric set of every instance's head (metrics.analyze)."""
+    return analyze(params["W"], W_Q=params["W_Q"], W_K=params["W_K"], template=cfg.template,
+                   axes=("instance",), rel_tol=rel_tol, seed=seed)
+
+
 def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],
-                  result: TrainResult, analysis: dict) -> dict:
+                  result: TrainResult, analysis: HeadAnalysis) -> dict:
     window = min(FINAL_LOSS_WINDOW, cfg.steps)
+    crossings = first_crossings(cfg, result.dynamics) if result.dynamics else None
     records = []
     for n, inst in enumerate(instances):
-        records.append({
+        record = {
             "seed": inst.seed,
             "overrides": inst.overrides(),
             "final_loss": {name: float(np.mean(curve[n, -window:]))
                            for name, curve in result.curves.items()},
-            "singular_values": [float(s) for s in analysis["singular_values"][n]],
-            "pairs": analysis["pairs"][n],
-        })
+            "singular_values": [float(s) for s in analysis.arrays["qk_S"][n]],
+            "pairs": [{k: p[k] for k in SUMMARY_PAIR_KEYS}
+                      for p in analysis.pairs if p["instance"] == n],
+        }
+        if crossings is not None:
+            record["dynamics"] = crossings[n]
+        records.append(record)
     return {
         "preset": preset_name,
         "config": cfg.to_dict(),
@@ -51,8 +68,7 @@ def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
     t0 = time.perf_counter()
     result = train(cfg, instances, progress=progress, desc=preset_name)
     train_s = time.perf_counter() - t0
-    analysis = analyze_heads(result.params["W"], result.params["W_Q"], result.params["W_K"],
-                             cfg.template)
+    analysis = analyze_params(cfg, result.params)
     summary = build_summary(preset_name, cfg, instances, result, analysis)
 
     staging = stage_dir(out)
@@ -60,7 +76,11 @@ def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
         write_json(staging / "summary.json", summary)
         np.savez(staging / "params.npz", **result.params)
         np.savez(staging / "curves.npz", **result.curves)
-        np.savez(staging / "analysis.npz", **{k: v for k, v in analysis.items() if k != "pairs"})
+        np.savez(staging / "analysis.npz", singular_values=analysis.arrays["qk_S"],
+                 cos_u=analysis.arrays["qk_cos_u"], cos_v=analysis.arrays["qk_cos_v"])
+        if result.dynamics is not None:
+            np.savez(staging / "dynamics.npz", **result.dynamics)
+        write_analysis(staging / "analysis", analysis, analysis_meta(staging, cfg))
         # Timing varies between identical runs, so it stays out of summary.json.
         write_json(staging / "timing.json", {"train_seconds": train_s,
                                              "instances": len(instances), "steps": cfg.steps})
@@ -71,6 +91,21 @@ def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
+
+
+def analysis_meta(run_dir, cfg: ToyConfig, rel_tol: float = DEFAULT_REL_TOL,
+                  seed: int = 0) -> dict:
+    return {"source": "run", "run": str(Path(run_dir).name),
+            "template": cfg.to_dict()["template"], "rel_tol": rel_tol, "seed": seed}
+
+
+def reanalyze(run_dir, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> Path:
+    """Recompute a stored run's full metric set into run_dir/analysis (no retraining)."""
+    from toymodels.store import load_run
+    loaded = load_run(run_dir)
+    return write_analysis(Path(run_dir) / "analysis",
+                          analyze_params(loaded.config, loaded.params, rel_tol, seed),
+                          analysis_meta(run_dir, loaded.config, rel_tol, seed))
 
 
 def summary_table(summary: dict) -> str:

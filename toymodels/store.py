@@ -23,13 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.config import ConfigError, ToyConfig
+from toymodels.config import ToyConfig
+from toymodels.errors import ConfigError, RunDirError
 
 RUN_FILES = ("summary.json", "params.npz", "curves.npz", "analysis.npz")
-
-
-class RunDirError(ValueError):
-    """The output directory cannot take a run (exists, is a file, or is not writable)."""
 
 
 def check_out_dir(out_dir, overwrite: bool) -> Path:
@@ -126,3 +123,39 @@ def load_run(run_dir) -> LoadedRun:
                      params=_load_npz(run_dir / "params.npz"),
                      curves=_load_npz(run_dir / "curves.npz"),
                      analysis=_load_npz(run_dir / "analysis.npz"))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows as CSV; columns in order of first appearance, None as an empty cell."""
+    import csv
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+
+
+def write_analysis(out_dir, analysis, meta: dict) -> Path:
+    """Write an analysis as out_dir/{heads,pairs,features}.csv, arrays.npz and
+    analysis.json (what was analysed, and how), replacing out_dir atomically."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not (out / "analysis.json").exists():
+        raise RunDirError(f"{out} holds files that are not a toymodels analysis; "
+                          "refusing to replace it")
+    staging = stage_dir(out)
+    try:
+        write_csv(staging / "heads.csv", analysis.heads)
+        write_csv(staging / "pairs.csv", analysis.pairs)
+        write_csv(staging / "features.csv", analysis.features)
+        np.savez(staging / "arrays.npz", **analysis.arrays)
+        write_json(staging / "analysis.json", {**meta, "axes": list(analysis.axes),
+                                                "versions": versions(),
+                                                "git_commit": git_commit()})
+        commit_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

@@ -21,6 +21,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from toymodels.config import Instance, ToyConfig
+from toymodels.dynamics import make_recorder, record_steps
 from toymodels.data import importance_weights, sample_batch, template_matrix
 from toymodels.model import ToyModel, attention_loss, reconstruction_loss
 
@@ -33,6 +34,8 @@ class TrainResult:
     """Trained parameters by name, each with a leading instance axis: W [I, D, N], ..."""
     curves: dict[str, np.ndarray]
     """Per-step losses 'recon' and 'attn', each [I, steps]."""
+    dynamics: dict[str, np.ndarray] | None = None
+    """If cfg.record_points: 'steps' [R] and per-instance metrics [I, R, ...] (dynamics.py)."""
 
 
 def instance_keys(seed: int):
@@ -77,6 +80,7 @@ def program_key(cfg: ToyConfig) -> ToyConfig:
     equal keys share one compiled training program."""
     defaults = ToyConfig()
     return cfg.replace(steps=cfg.chunk_steps, p_active=defaults.p_active,
+                       record_points=min(cfg.record_points, 1), record_spacing="log",
                        **{name: getattr(defaults, name) for name in
                           ("lam", "learning_rate", "target_scale")})
 
@@ -102,21 +106,37 @@ def _make_chunk_fn(cfg: ToyConfig):
         attn = attention_loss(model, f_q, f_k, T, hp["target_scale"], cfg.attn_loss)
         return recon + hp["lam"] * attn, (recon, attn)
 
-    def step(carry, step_id, hp):
-        state, opt_state = carry
+    recorder = make_recorder(cfg) if cfg.record_points else None
+
+    def record(state):
+        model = nnx.merge(graphdef, state)
+        return recorder(model.W[...], model.W_Q[...], model.W_K[...])
+
+    def step(carry, xs, hp):
+        (step_id, record_now), (state, opt_state) = xs, carry
         f_q, f_k = sample_batch(jax.random.fold_in(hp["data_key"], step_id),
                                 hp["p_active"], cfg.batch_size, cfg.m)
         grads, (recon, attn) = jax.grad(losses, has_aux=True)(state, hp, f_q, f_k)
         updates, opt_state = tx.update(grads, opt_state, state)
         updates = jax.tree.map(lambda u: hp["learning_rate"] * u, updates)
-        return (optax.apply_updates(state, updates), opt_state), (recon, attn)
+        state = optax.apply_updates(state, updates)
+        outputs = {"recon": recon, "attn": attn}
+        if recorder is not None:
+            # record_now is shared by all instances, so under vmap this stays a
+            # real branch: the metrics cost nothing on steps that are not recorded.
+            shapes = jax.eval_shape(record, state)
+            outputs["metrics"] = jax.lax.cond(
+                record_now, record,
+                lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), state)
+        return (state, opt_state), outputs
 
-    def run_instance(state, opt_state, hp, step_ids):
-        (state, opt_state), (recon, attn) = jax.lax.scan(
-            lambda c, t: step(c, t, hp), (state, opt_state), step_ids)
-        return state, opt_state, recon, attn
+    def run_instance(state, opt_state, hp, step_ids, record_mask):
+        (state, opt_state), outputs = jax.lax.scan(
+            lambda c, xs: step(c, xs, hp), (state, opt_state), (step_ids, record_mask))
+        return state, opt_state, outputs
 
-    chunk = jax.jit(jax.vmap(run_instance, in_axes=(0, 0, 0, None)), donate_argnums=(0, 1))
+    chunk = jax.jit(jax.vmap(run_instance, in_axes=(0, 0, 0, None, None)),
+                    donate_argnums=(0, 1))
     init_opt = jax.jit(jax.vmap(tx.init))
     return chunk, init_opt
 
@@ -129,16 +149,21 @@ def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
     opt_state = init_opt(state)
     hp = _instance_hparams(cfg, instances)
 
-    recon_chunks, attn_chunks = [], []
+    recorded = record_steps(cfg)
+    record_mask = np.isin(np.arange(1, cfg.steps + 1), recorded)
+    recon_chunks, attn_chunks, metric_chunks = [], [], []
     bar = tqdm(total=cfg.steps, desc=f"{desc} ({len(instances)} instances)",
                unit="step", disable=None if progress else True)  # None: off when not a terminal
     start = 0
     while start < cfg.steps:
         n = min(cfg.chunk_steps, cfg.steps - start)  # a shorter last chunk compiles once more
         step_ids = jnp.arange(start, start + n, dtype=jnp.uint32)
-        state, opt_state, recon, attn = chunk_fn(state, opt_state, hp, step_ids)
-        recon_chunks.append(np.asarray(recon))  # blocks until the chunk is done
-        attn_chunks.append(np.asarray(attn))
+        mask = record_mask[start:start + n]
+        state, opt_state, out = chunk_fn(state, opt_state, hp, step_ids, jnp.asarray(mask))
+        recon_chunks.append(np.asarray(out["recon"]))  # blocks until the chunk is done
+        attn_chunks.append(np.asarray(out["attn"]))
+        if "metrics" in out and mask.any():
+            metric_chunks.append({k: np.asarray(v)[:, mask] for k, v in out["metrics"].items()})
         bar.set_postfix(recon=f"{recon_chunks[-1][:, -1].mean():.4f}",
                         attn=f"{attn_chunks[-1][:, -1].mean():.4f}")
         bar.update(n)
@@ -149,4 +174,8 @@ def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
     params = {name: np.asarray(pure[name]) for name in PARAM_NAMES}
     curves = {"recon": np.concatenate(recon_chunks, axis=1),
               "attn": np.concatenate(attn_chunks, axis=1)}
-    return TrainResult(params=params, curves=curves)
+    dynamics = None
+    if cfg.record_points:
+        dynamics = {"steps": recorded, **{k: np.concatenate([c[k] for c in metric_chunks], 1)
+                                          for k in metric_chunks[0]}}
+    return TrainResult(params=params, curves=curves, dynamics=dynamics)

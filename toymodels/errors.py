@@ -1,0 +1,14 @@
+"""Typed errors for bad input. Each message says what is wrong and how to fix it;
+the CLI prints it as one line and exits with code 2."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid."""
+
+
+class RunDirError(ValueError):
+    """A directory cannot take a run or an analysis, or does not hold one."""
+
+
+class AnalysisInputError(ValueError):
+    """Weights or features to analyse are missing or have shapes that do not fit."""

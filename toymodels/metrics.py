@@ -1,0 +1,260 @@
+"""The alignment metrics of every head, as tidy tables (paper-notes §4).
+
+`analyze` runs the jit-compiled core of analysis.py once per circuit over all
+heads, then does the host-side part: Hungarian assignments (scipy), summaries
+and rows. Tables:
+
+  heads    one row per (head, circuit): spectrum, significance, pair-alignment
+           summaries, MMCS and Hungarian-mean |cos| of feature sets, principal
+           angles, σ-against-target fit, and the random-rotation baseline of each
+  pairs    one row per (head, attended pair): Hungarian-matched and max-over-k
+           alignment, with the baseline
+  features one row per (feature dictionary, feature): norm, interference,
+           dimensionality (Toy Models of Superposition)
+
+Metric definitions:
+  matched |cos|   pairs take singular indices one-to-one, maximizing the sum of
+                  |cos(w_i, u_k)|·|cos(w_j, v_k)| over significant k only
+  max-over-k      each pair's best significant k on its own (not one-to-one)
+  MMCS            mean over a feature set of max_k |cos(w_i, u_k)|, significant k
+  Hungarian mean  mean over a feature set of one-to-one matched |cos(w_i, u_k)|;
+                  features left without a significant vector count 0
+  baseline        the same, with U and V replaced by Haar-random orthonormal bases
+                  of the span of the significant singular vectors
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import spearmanr
+
+from toymodels.analysis import DEFAULT_REL_TOL, circuit_core, feature_geometry
+from toymodels.errors import AnalysisInputError
+
+AXES = ("instance", "layer", "head")
+
+
+@dataclasses.dataclass
+class HeadAnalysis:
+    axes: tuple[str, ...]
+    """Names of the leading head axes, e.g. ('instance',) or ('layer', 'head')."""
+    arrays: dict[str, np.ndarray]
+    """Per circuit '<c>_S' [..., K], '<c>_cos_u', '<c>_cos_v' [..., N, K]; 'gram' etc."""
+    heads: list[dict]
+    pairs: list[dict]
+    features: list[dict]
+
+
+def _lead_axes(shape_lead, axes):
+    if axes is None:
+        axes = AXES[len(AXES) - len(shape_lead):] if len(shape_lead) <= 3 else None
+    if axes is None or len(axes) != len(shape_lead):
+        raise AnalysisInputError(
+            f"weights have {len(shape_lead)} leading axes {tuple(shape_lead)}; name them "
+            f"with axes=(...) from {AXES}")
+    return tuple(axes)
+
+
+def _check(W, factors, template):
+    D, N = W.shape[-2:]
+    for name, arr, d_axis in factors:
+        if arr.shape[d_axis] != D:
+            raise AnalysisInputError(f"{name} has shape {arr.shape}: its D axis is "
+                                     f"{arr.shape[d_axis]}, but the features are [{D}, {N}]")
+    for i, j, _ in template:
+        if not (0 <= i < N and 0 <= j < N):
+            raise AnalysisInputError(f"template pair ({i}, {j}) is out of range for N={N}")
+
+
+def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
+            axes=None, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> HeadAnalysis:
+    """Analyse QK (if W_Q, W_K given) and OV (if W_V, W_O given) of every head.
+
+    features: W [D, N], or [*prefix, D, N] for one dictionary per index of the
+    leading head axes' prefix (e.g. per instance). template: attended pairs
+    (query_feature, key_feature, target), for the QK circuit.
+    """
+    W = np.asarray(features, np.float32)
+    circuits = {}
+    if W_Q is not None or W_K is not None:
+        if W_Q is None or W_K is None:
+            raise AnalysisInputError("QK needs both W_Q and W_K")
+        W_Q, W_K = np.asarray(W_Q, np.float32), np.asarray(W_K, np.float32)
+        circuits["qk"] = (np.swapaxes(W_Q, -1, -2), np.swapaxes(W_K, -1, -2))
+    if W_V is not None or W_O is not None:
+        if W_V is None or W_O is None:
+            raise AnalysisInputError("OV needs both W_V and W_O")
+        W_V, W_O = np.asarray(W_V, np.float32), np.asarray(W_O, np.float32)
+        circuits["ov"] = (W_O, np.swapaxes(W_V, -1, -2))
+    if not circuits:
+        raise AnalysisInputError("give W_Q and W_K, or W_V and W_O, or all four")
+    _check(W, [(f"{c}[{n}]", f, -2) for c, fs in circuits.items() for n, f in enumerate(fs)],
+           template)
+    lead = next(iter(circuits.values()))[0].shape[:-2]
+    for name, (A, B) in circuits.items():
+        if A.shape != B.shape or A.shape[:-2] != lead:
+            raise AnalysisInputError(f"{name} factors have shapes {A.shape} and {B.shape}; "
+                                     "every weight needs the same leading axes")
+    axes = _lead_axes(lead, axes)
+    prefix = W.shape[:-2]
+    if prefix != lead[:len(prefix)]:
+        raise AnalysisInputError(f"features have leading axes {prefix}, which must be a "
+                                 f"prefix of the heads' leading axes {lead}")
+    W_b = W.reshape(prefix + (1,) * (len(lead) - len(prefix)) + W.shape[-2:])
+
+    query_set = tuple(dict.fromkeys(i for i, _, _ in template))
+    key_set = tuple(dict.fromkeys(j for _, j, _ in template))
+    arrays, heads, pairs = {}, [], []
+    for c_index, (name, (A, B)) in enumerate(circuits.items()):
+        use_template = name == "qk" and bool(template)
+        core = circuit_core(jnp.asarray(A), jnp.asarray(B), jnp.asarray(W_b),
+                            jax.random.fold_in(jax.random.key(seed), c_index),
+                            query_set=query_set if use_template else (),
+                            key_set=key_set if use_template else (), rel_tol=rel_tol)
+        core = {k: np.asarray(v) for k, v in core.items()}
+        for k in ("S", "cos_u", "cos_v"):
+            arrays[f"{name}_{k}"] = core[k]
+        for idx in np.ndindex(*lead):
+            where = dict(zip(axes, idx))
+            head = {k: v[idx] for k, v in core.items()}
+            row, pair_rows = _head_rows(head, template if use_template else (),
+                                        query_set, key_set, W.shape[-1])
+            heads.append({**where, "circuit": name, **row})
+            pairs.extend({**where, "circuit": name, **p} for p in pair_rows)
+
+    geometry = {k: np.asarray(v) for k, v in feature_geometry(jnp.asarray(W)).items()}
+    arrays.update(geometry)
+    return HeadAnalysis(axes=axes, arrays=arrays, heads=heads, pairs=pairs,
+                        features=_feature_rows(geometry, axes[:len(prefix)], query_set,
+                                               key_set))
+
+
+# ---- host-side metrics of one head ------------------------------------------------
+
+
+def match(score):
+    """One-to-one assignment of rows to columns maximizing the summed score.
+    Returns the column of each row, -1 where there are more rows than columns."""
+    cols = np.full(score.shape[0], -1)
+    if score.shape[1]:
+        rows, assigned = linear_sum_assignment(score, maximize=True)
+        cols[rows] = assigned
+    return cols
+
+
+def set_metrics(cos, feats, sig):
+    """(MMCS, Hungarian mean) of features `feats` against the significant columns."""
+    sub = cos[np.asarray(feats)][:, sig]
+    if sub.shape[1] == 0:
+        return 0.0, 0.0
+    cols = match(sub)
+    matched = np.where(cols >= 0, sub[np.arange(len(feats)), cols], 0.0)
+    return float(sub.max(axis=1).mean()), float(matched.mean())
+
+
+def _pair_rows(template, cos_u, cos_v, S, sig):
+    q = np.array([i for i, _, _ in template])
+    k = np.array([j for _, j, _ in template])
+    score = np.where(sig, cos_u[q] * cos_v[k], 0.0)  # [P, K]
+    matched = match(score)
+    best = np.argmax(score, axis=1)
+    rows = []
+    for p, (i, j, value) in enumerate(template):
+        m = matched[p]
+        rows.append({
+            "query_feature": int(i), "key_feature": int(j), "target": float(value),
+            "sv_index": int(m) if m >= 0 else None,
+            "cos_query_u": float(cos_u[i, m]) if m >= 0 else None,
+            "cos_key_v": float(cos_v[j, m]) if m >= 0 else None,
+            "sigma": float(S[m]) if m >= 0 else None,
+            "significant": bool(m >= 0 and sig[m]),
+            "max_k": int(best[p]), "max_cos_query_u": float(cos_u[i, best[p]]),
+            "max_cos_key_v": float(cos_v[j, best[p]]),
+        })
+    return rows
+
+
+def _sigma_fit(pair_rows):
+    """R² of a linear fit of matched σ on target, and Spearman's ρ (>= 3 pairs)."""
+    pts = [(p["target"], p["sigma"]) for p in pair_rows if p["significant"]]
+    if len(pts) < 3 or len({t for t, _ in pts}) < 2:
+        return None, None
+    t, s = np.array(pts).T
+    if np.std(s) == 0:
+        return 0.0, 0.0
+    return float(np.corrcoef(t, s)[0, 1] ** 2), float(spearmanr(t, s).statistic)
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def _head_rows(head, template, query_set, key_set, N):
+    S, sig = head["S"], head["significant"]
+    row = {"sigma_1": float(S[0]), "n_significant": int(sig.sum())}
+    sets = (("query", query_set, "u"), ("key", key_set, "v")) if template else \
+        (("all", tuple(range(N)), "u"), ("all", tuple(range(N)), "v"))
+    for variant, suffix in (("", ""), ("_rot", "baseline_")):
+        for side, feats, vec in sets:
+            mmcs, hung = set_metrics(head[f"cos_{vec}{variant}"], feats, sig)
+            row[f"{suffix}mmcs_{side}_{vec}"] = mmcs
+            row[f"{suffix}hungarian_{side}_{vec}"] = hung
+    pair_rows = []
+    if template:
+        pair_rows = _pair_rows(template, head["cos_u"], head["cos_v"], S, sig)
+        baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig)
+        for p, b in zip(pair_rows, baseline):
+            p["baseline_cos_query_u"], p["baseline_cos_key_v"] = b["cos_query_u"], b["cos_key_v"]
+        for key in ("cos_query_u", "cos_key_v", "max_cos_query_u", "max_cos_key_v",
+                    "baseline_cos_query_u", "baseline_cos_key_v"):
+            row[f"mean_{key}"] = _mean(p[key] for p in pair_rows)
+        row["min_matched_cos"] = min((min(p["cos_query_u"], p["cos_key_v"]) for p in pair_rows
+                                      if p["sv_index"] is not None), default=None)
+        row["sigma_target_r2"], row["sigma_target_spearman"] = _sigma_fit(pair_rows)
+        for side in ("query", "key"):
+            cos = head[f"principal_cos_{side}"]
+            row[f"principal_cos_{side}_min"] = float(cos.min())
+            row[f"principal_cos_{side}_mean"] = float(cos.mean())
+    return row, pair_rows
+
+
+def _feature_rows(geometry, axes, query_set, key_set):
+    rows = []
+    norms = geometry["norms"]
+    for idx in np.ndindex(*norms.shape[:-1]):
+        where = dict(zip(axes, idx))
+        for i in range(norms.shape[-1]):
+            rows.append({**where, "feature": i, "attended_query": i in query_set,
+                         "attended_key": i in key_set,
+                         "norm": float(norms[idx + (i,)]),
+                         "interference": float(geometry["interference"][idx + (i,)]),
+                         "dimensionality": float(geometry["dimensionality"][idx + (i,)])})
+    return rows
+
+
+def heads_overview(heads_csv) -> str:
+    """Per circuit: head count and the mean of each metric next to its random-rotation
+    baseline, read back from a written heads.csv."""
+    import csv
+
+    with open(heads_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = [f"{'circuit':<8}{'heads':>6}  {'metric':<28}{'mean':>8}{'baseline':>10}"]
+    for circuit in dict.fromkeys(r["circuit"] for r in rows):
+        sub = [r for r in rows if r["circuit"] == circuit]
+        metrics = [k for k in sub[0] if k.startswith(("mmcs_", "hungarian_", "mean_cos_"))
+                   and any(r[k] != "" for r in sub)]
+        for n, key in enumerate(["n_significant"] + metrics):
+            base = "baseline_" + key if "baseline_" + key in sub[0] else None
+            base = base or ("mean_baseline_" + key[5:] if key.startswith("mean_cos_") else None)
+
+            def avg(k):
+                vals = [float(r[k]) for r in sub if k and r.get(k, "") != ""]
+                return f"{np.mean(vals):.4f}" if vals else "-"
+            lines.append(f"{circuit if n == 0 else '':<8}{len(sub) if n == 0 else '':>6}  "
+                         f"{key:<28}{avg(key):>8}{avg(base) if base else '':>10}")
+    return "\n".join(lines)
