@@ -29,19 +29,9 @@ def _mT(x):
     return jnp.swapaxes(x, -1, -2)
 
 
-def after(x, *deps):
-    """x, but only once deps are computed.
-
-    XLA's CPU runtime may run independent LAPACK calls (QR, SVD) of one program
-    concurrently, and two batched QRs running at once deadlock it (jax 0.10.2:
-    two QRs of [10, 384, 32] never return). So every decomposition here either
-    shares one call (stacked inputs) or waits for the previous one."""
-    return jax.lax.optimization_barrier((x, deps))[0]
-
-
 def thin_product_svd(A, B):
     """SVD of A Bᵀ from its factors A, B [..., D, H]: U, V [..., D, K], S [..., K]."""
-    Q, R = jnp.linalg.qr(jnp.stack([A, B]))  # one call for both factors (see `after`)
+    Q, R = jnp.linalg.qr(jnp.stack([A, B]))  # one batched call for both factors
     (Q_a, Q_b), (R_a, R_b) = Q, R  # A = Q_a R_a, Q_a [.., D, K]
     U_c, S, V_ct = jnp.linalg.svd(R_a @ _mT(R_b))  # core [.., K, K]
     return Q_a @ U_c, S, Q_b @ _mT(V_ct)
@@ -140,13 +130,11 @@ def circuit_core(A, B, W, key, *, query_set: tuple, key_set: tuple, rel_tol: flo
         out = {"S": S, "significant": sig, "cos_u": cos_u, "cos_v": cos_v,
                "cos_u_rot": cos_u_rot, "cos_v_rot": cos_v_rot}
         K = S.shape[-1]
-        last = (R_u,)
         for side, feats, vectors in (("query", query_set, U), ("key", key_set, V)):
             if feats:
                 F = jnp.broadcast_to(W, A.shape[:-2] + W.shape[-2:])[..., jnp.asarray(feats)]
                 out[f"principal_cos_{side}"] = principal_cosines(
-                    after(F, *last), vectors, min(len(feats), K), sig)
-                last = (out[f"principal_cos_{side}"],)
+                    F, vectors, min(len(feats), K), sig)
         return out
 
 
