@@ -111,7 +111,8 @@ def reanalyze(run_dir, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> Path:
 def summary_table(summary: dict) -> str:
     """A short fixed-width table: one row per instance."""
     header = (f"{'seed':>4}  {'overrides':<28} {'recon':>8} {'attn':>8} {'σ1':>8} "
-              f"{'σ2/σ1':>7} {'pairs':>5} {'min cos_u':>9} {'min cos_v':>9}")
+              f"{'σ2/σ1':>7} {'pairs':>5} {'min cos_u':>9} {'min cos_v':>9} "
+              f"{'align>0.9@':>10} {'interf<0.1@':>11}")
     lines = [header, "-" * len(header)]
     base = summary["config"]
     for inst in summary["instances"]:
@@ -123,8 +124,11 @@ def summary_table(summary: dict) -> str:
         matched = [p for p in inst["pairs"] if p["sv_index"] is not None]
         cu = min((p["cos_query_u"] for p in matched), default=float("nan"))
         cv = min((p["cos_key_v"] for p in matched), default=float("nan"))
+        dyn = inst.get("dynamics") or {}
+        steps = [dyn.get(k, "-") for k in ("step_alignment_above", "step_interference_below")]
+        steps = ["never" if s is None else s for s in steps]
         lines.append(
             f"{inst['seed']:>4}  {own_text:<28.28} {inst['final_loss']['recon']:>8.4f} "
             f"{inst['final_loss']['attn']:>8.4f} {s[0]:>8.4f} {ratio:>7.4f} "
-            f"{len(matched):>5} {cu:>9.4f} {cv:>9.4f}")
+            f"{len(matched):>5} {cu:>9.4f} {cv:>9.4f} {steps[0]:>10} {steps[1]:>11}")
     return "\n".join(lines)

@@ -101,6 +101,8 @@ class LoadedRun:
     """W [I, D, N], b [I, N], W_Q, W_K [I, H, D]."""
     curves: dict[str, np.ndarray]
     analysis: dict[str, np.ndarray]
+    dynamics: dict[str, np.ndarray] | None = None
+    """Metrics recorded during training (if the run recorded any): 'steps' [R], ... [I, R, ...]."""
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -122,7 +124,9 @@ def load_run(run_dir) -> LoadedRun:
     return LoadedRun(config=config, summary=summary,
                      params=_load_npz(run_dir / "params.npz"),
                      curves=_load_npz(run_dir / "curves.npz"),
-                     analysis=_load_npz(run_dir / "analysis.npz"))
+                     analysis=_load_npz(run_dir / "analysis.npz"),
+                     dynamics=_load_npz(run_dir / "dynamics.npz")
+                     if (run_dir / "dynamics.npz").exists() else None)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
