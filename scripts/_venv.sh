@@ -1,5 +1,6 @@
 # Sourced by scripts/quickstart and scripts/test: create or reuse .venv, install the
-# project (with its test extra) on first use and again whenever pyproject.toml changes.
+# project with the extras in $EXTRAS on first use, and again whenever pyproject.toml
+# or the extras change.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 py="${PYTHON:-}"
@@ -15,11 +16,12 @@ if [ -z "$py" ]; then
   echo "toymodels needs Python >= 3.11 on PATH (or set PYTHON=/path/to/python3.11)" >&2
   exit 2
 fi
-stamp="$venv/.installed-$(cksum <"$root/pyproject.toml" | cut -d' ' -f1)"
+extras="${EXTRAS:-test}"
+stamp="$venv/.installed-$( (cat "$root/pyproject.toml"; echo "$extras") | cksum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
   echo "setting up $venv (first use: installs jax, flax, optax, ...)" >&2
   [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test]"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[$extras]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -29,3 +29,16 @@ def test_experiment_draws_from_stored_runs(runs, tmp_path, script):
     assert proc.returncode == 0, proc.stderr
     (png,) = tmp_path.glob("*.png")
     assert png.stat().st_size > 10_000
+
+
+def test_robustness_figure_draws_from_a_stored_sweep(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('preset = "single-pair"\nseeds = "0-1"\n[set]\nsteps = 20\n'
+                    'chunk_steps = 20\nbatch_size = 32\nrecord_points = 0\n'
+                    '[grid]\nlam = [1, 10]\nm = [4, 8]\nH = [4]\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sweep"), "--no-progress"]) == 0
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "appendix_a_robustness.py"),
+                           "--sweep", str(tmp_path / "sweep"), "--out", str(tmp_path / "fig")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fig" / "appendix_a_robustness.png").stat().st_size > 10_000

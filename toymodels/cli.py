@@ -28,6 +28,25 @@ examples:
 """
 
 
+SWEEP_EXAMPLES = """\
+spec example (sweep.toml):
+  preset = "single-pair"
+  seeds = "0-3"
+  [set]
+  steps = 2000
+  [grid]
+  lam = [0.5, 1, 2, 4]
+  H = [4, 10]
+  [zip]              # advance together
+  N = [20, 40]
+  D = [10, 20]
+
+examples:
+  toymodels sweep sweep.toml --out sweeps/robustness
+  python -c "import pandas as pd; print(pd.read_parquet('sweeps/robustness/results.parquet'))"
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints usage too)
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
@@ -72,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--rel-tol", type=float, default=None,
                     help="σ_k is significant when σ_k > rel_tol·σ_1 (default 0.01)")
     an.add_argument("--seed", type=int, default=0, help="seed of the random-rotation baseline")
+
+    sw = sub.add_parser("sweep", help="train and analyse a grid of configs, one compiled "
+                        "program per shape group; resumable", epilog=SWEEP_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("spec", help="sweep spec (TOML): preset, seeds, [set], [grid], [zip]")
+    sw.add_argument("--out", required=True, help="sweep directory (rerun to resume)")
+    sw.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="run groups here, or as tasks on a Ray cluster (pip install "
+                         "'toymodels[ray]')")
+    sw.add_argument("--ray-address", default=None,
+                    help="address of an existing Ray cluster (default: start a local one)")
+    sw.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
@@ -82,6 +113,8 @@ def main(argv=None) -> int:
             return _run(args)
         if args.command == "analyze":
             return _analyze(args)
+        if args.command == "sweep":
+            return _sweep(args)
     except (ConfigError, RunDirError, AnalysisInputError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
@@ -141,6 +174,30 @@ def _analyze(args) -> int:
     from toymodels.metrics import heads_overview
     print(f"wrote {out}/heads.csv, pairs.csv, features.csv, arrays.npz")
     print(heads_overview(out / "heads.csv"))
+    return 0
+
+
+def _sweep(args) -> int:
+    from pathlib import Path
+
+    from toymodels.sweep import load_spec
+
+    spec = load_spec(args.spec)  # validates every point before any work
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / "groups").is_dir())):
+        raise RunDirError(f"--out {out} exists and is not a sweep directory; choose another")
+    if args.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--backend ray needs Ray: pip install 'toymodels[ray]'") from None
+    from toymodels.sweep import run_sweep, sweep_table
+    manifest = run_sweep(spec, out, backend=args.backend, ray_address=args.ray_address,
+                         progress=not args.no_progress)
+    print(f"{len(manifest['group_order'])} groups, {manifest['compiles']} compiled training "
+          f"program(s) -> {out}/results.parquet")
+    print(sweep_table(out))
     return 0
 
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -113,7 +114,19 @@ def _make_chunk_fn(cfg: ToyConfig):
         return recorder(model.W[...], model.W_Q[...], model.W_K[...])
 
     def step(carry, xs, hp):
-        (step_id, record_now), (state, opt_state) = xs, carry
+        step_id, active, record_now = xs
+        # Steps past cfg.steps (the padded tail of the last chunk) leave the carry as
+        # it is, so every chunk has one length and the program compiles once.
+        def run(c):
+            return train_step(c, step_id, record_now, hp)
+
+        def skip(c):
+            return c, _zeros_like(jax.eval_shape(run, c)[1])
+
+        return jax.lax.cond(active, run, skip, carry)
+
+    def train_step(carry, step_id, record_now, hp):
+        state, opt_state = carry
         f_q, f_k = sample_batch(jax.random.fold_in(hp["data_key"], step_id),
                                 hp["p_active"], cfg.batch_size, cfg.m)
         grads, (recon, attn) = jax.grad(losses, has_aux=True)(state, hp, f_q, f_k)
@@ -124,54 +137,82 @@ def _make_chunk_fn(cfg: ToyConfig):
         if recorder is not None:
             # record_now is shared by all instances, so under vmap this stays a
             # real branch: the metrics cost nothing on steps that are not recorded.
-            shapes = jax.eval_shape(record, state)
             outputs["metrics"] = jax.lax.cond(
-                record_now, record,
-                lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), state)
+                record_now, record, lambda s: _zeros_like(jax.eval_shape(record, s)), state)
         return (state, opt_state), outputs
 
-    def run_instance(state, opt_state, hp, step_ids, record_mask):
+    def run_instance(state, opt_state, hp, step_ids, active, record_mask):
         (state, opt_state), outputs = jax.lax.scan(
-            lambda c, xs: step(c, xs, hp), (state, opt_state), (step_ids, record_mask))
+            lambda c, xs: step(c, xs, hp), (state, opt_state), (step_ids, active, record_mask))
         return state, opt_state, outputs
 
-    chunk = jax.jit(jax.vmap(run_instance, in_axes=(0, 0, 0, None, None)),
+    chunk = jax.jit(jax.vmap(run_instance, in_axes=(0, 0, 0, None, None, None)),
                     donate_argnums=(0, 1))
     init_opt = jax.jit(jax.vmap(tx.init))
     return chunk, init_opt
+
+
+def _zeros_like(shapes):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def pad_to_devices(instances: list[Instance]) -> list[Instance]:
+    """Repeat the last instance until the count divides the local device count (the
+    copies are dropped after training; instances never interact)."""
+    n_dev = jax.local_device_count()
+    return instances + [instances[-1]] * (-len(instances) % n_dev)
+
+
+def shard_instances(tree):
+    """Split the leading instance axis of every array across the local devices, so one
+    run uses 1 CPU, 8 GPUs or a TPU slice unchanged."""
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return tree
+    sharding = NamedSharding(Mesh(np.array(devices), ("instance",)), PartitionSpec("instance"))
+    return jax.device_put(tree, sharding)
 
 
 def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
           desc: str = "train") -> TrainResult:
     """Train every instance for cfg.steps steps as one compiled program."""
     chunk_fn, init_opt = make_chunk_fn(cfg)
-    state = init_states(cfg, [inst.seed for inst in instances])
+    n_real = len(instances)
+    instances = pad_to_devices(instances)
+    state = shard_instances(init_states(cfg, [inst.seed for inst in instances]))
     opt_state = init_opt(state)
-    hp = _instance_hparams(cfg, instances)
+    hp = shard_instances(_instance_hparams(cfg, instances))
 
+    chunk = min(cfg.chunk_steps, cfg.steps)
+    padded_steps = -(-cfg.steps // chunk) * chunk
     recorded = record_steps(cfg)
-    record_mask = np.isin(np.arange(1, cfg.steps + 1), recorded)
+    all_steps = np.arange(padded_steps)
+    active = all_steps < cfg.steps
+    record_mask = np.isin(all_steps + 1, recorded) & active
     recon_chunks, attn_chunks, metric_chunks = [], [], []
-    bar = tqdm(total=cfg.steps, desc=f"{desc} ({len(instances)} instances)",
+    bar = tqdm(total=cfg.steps, desc=f"{desc} ({n_real} instances)",
                unit="step", disable=None if progress else True)  # None: off when not a terminal
     start = 0
-    while start < cfg.steps:
-        n = min(cfg.chunk_steps, cfg.steps - start)  # a shorter last chunk compiles once more
-        step_ids = jnp.arange(start, start + n, dtype=jnp.uint32)
-        mask = record_mask[start:start + n]
-        state, opt_state, out = chunk_fn(state, opt_state, hp, step_ids, jnp.asarray(mask))
-        recon_chunks.append(np.asarray(out["recon"]))  # blocks until the chunk is done
-        attn_chunks.append(np.asarray(out["attn"]))
-        if "metrics" in out and mask.any():
-            metric_chunks.append({k: np.asarray(v)[:, mask] for k, v in out["metrics"].items()})
-        bar.set_postfix(recon=f"{recon_chunks[-1][:, -1].mean():.4f}",
-                        attn=f"{attn_chunks[-1][:, -1].mean():.4f}")
-        bar.update(n)
-        start += n
+    for start in range(0, padded_steps, chunk):
+        window = slice(start, start + chunk)
+        step_ids = jnp.arange(start, start + chunk, dtype=jnp.uint32)
+        state, opt_state, out = chunk_fn(state, opt_state, hp, step_ids,
+                                         jnp.asarray(active[window]),
+                                         jnp.asarray(record_mask[window]))
+        keep = active[window]
+        recon_chunks.append(np.asarray(out["recon"])[:n_real, keep])  # waits for the chunk
+        attn_chunks.append(np.asarray(out["attn"])[:n_real, keep])
+        if "metrics" in out and record_mask[window].any():
+            metric_chunks.append({k: np.asarray(v)[:n_real, record_mask[window]]
+                                  for k, v in out["metrics"].items()})
+        with np.errstate(invalid="ignore"):
+            bar.set_postfix(recon=f"{np.nanmean(recon_chunks[-1][:, -1]):.4f}",
+                            attn=f"{np.nanmean(attn_chunks[-1][:, -1]):.4f}")
+        bar.update(int(keep.sum()))
     bar.close()
 
     pure = nnx.to_pure_dict(state)
-    params = {name: np.asarray(pure[name]) for name in PARAM_NAMES}
+    params = {name: np.asarray(pure[name])[:n_real] for name in PARAM_NAMES}
     curves = {"recon": np.concatenate(recon_chunks, axis=1),
               "attn": np.concatenate(attn_chunks, axis=1)}
     dynamics = None
