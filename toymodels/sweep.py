@@ -165,7 +165,7 @@ def run_group(group: Group, progress: bool = True) -> dict:
     compiled_before = chunk_fn._cache_size()
     t0 = time.perf_counter()
     result = train(group.cfg, group.instances, progress=progress, desc=f"group {group.id}")
-    seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t0
     diverged_at = [diverged_step(result.curves["recon"][n] + inst.lam * result.curves["attn"][n])
                    for n, inst in enumerate(group.instances)]
     params = {k: np.where(_instance_mask(v, diverged_at), 0.0, v).astype(np.float32)
@@ -194,7 +194,8 @@ def run_group(group: Group, progress: bool = True) -> dict:
                                   **{k: (v if ok else None) if k not in (
                                       "query_feature", "key_feature", "target") else v
                                      for k, v in p.items() if k not in ("instance", "circuit")}})
-    return {"rows": rows, "pairs": pair_rows, "seconds": seconds,
+    return {"rows": rows, "pairs": pair_rows, "seconds": time.perf_counter() - t0,
+            "train_seconds": train_seconds,
             "compiles": chunk_fn._cache_size() - compiled_before}
 
 
@@ -244,7 +245,8 @@ def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=N
     for group, result in zip(todo, results):
         _write_group(out, group, result)
         stats[group.id] = {"config": group.cfg.to_dict(), "instances": len(group.instances),
-                           "seconds": result["seconds"], "compiles": result["compiles"]}
+                           "seconds": result["seconds"], "train_seconds": result["train_seconds"],
+                           "compiles": result["compiles"]}
         _atomic(manifest_path, lambda p: write_json(p, _manifest(spec, groups, stats)))
         print(f"group {group.id}: {len(group.instances)} instances in "
               f"{result['seconds']:.1f} s, {result['compiles']} compiled program(s)", flush=True)

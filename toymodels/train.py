@@ -54,12 +54,16 @@ def _model_graphdef(cfg: ToyConfig):
 
 def init_states(cfg: ToyConfig, seeds):
     """Model states for each seed, stacked on a leading instance axis."""
+    return _init_fn(cfg.N, cfg.D, cfg.H, cfg.init_scale)(jnp.asarray(seeds, jnp.uint32))
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(N: int, D: int, H: int, init_scale: float):
     def init_one(seed):
         k_init, _ = instance_keys(seed)
-        model = ToyModel(cfg.N, cfg.D, cfg.H, init_scale=cfg.init_scale,
-                         rngs=nnx.Rngs(params=k_init))
+        model = ToyModel(N, D, H, init_scale=init_scale, rngs=nnx.Rngs(params=k_init))
         return nnx.split(model)[1]
-    return jax.vmap(init_one)(jnp.asarray(seeds, jnp.uint32))
+    return jax.jit(jax.vmap(init_one))
 
 
 def _instance_hparams(cfg: ToyConfig, instances: list[Instance]) -> dict:
