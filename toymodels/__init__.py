@@ -10,12 +10,10 @@ from toymodels.store import LoadedRun, load_run
 
 
 def analyze(*args, **kwargs):
-    """metrics.analyze (imported on first use, as it loads JAX)."""
+    """Alignment metrics of every head: see toymodels.metrics.analyze. (Imported on
+    first use, so `import toymodels` and the CLI's input checks do not load JAX.)"""
     from toymodels.metrics import analyze as _analyze
     return _analyze(*args, **kwargs)
-
-
-analyze.__doc__ = "See toymodels.metrics.analyze: alignment metrics of every head."
 
 __all__ = ["PRESETS", "AnalysisInputError", "ConfigError", "Instance", "LoadedRun",
            "RunDirError", "ToyConfig", "analyze", "load_run", "make_instances", "preset"]

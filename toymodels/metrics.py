@@ -78,21 +78,26 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     (query_feature, key_feature, target), for the QK circuit.
     """
     W = np.asarray(features, np.float32)
+    if W.ndim < 2:
+        raise AnalysisInputError(f"features must be [D, N] (or [..., D, N]), got shape {W.shape}")
+    given = {name: np.asarray(a, np.float32) for name, a in
+             (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V), ("W_O", W_O)) if a is not None}
+    for name, a in given.items():
+        if a.ndim < 2:
+            raise AnalysisInputError(f"{name} must have at least 2 axes, got shape {a.shape}")
     circuits = {}
-    if W_Q is not None or W_K is not None:
-        if W_Q is None or W_K is None:
+    if {"W_Q", "W_K"} & set(given):
+        if not {"W_Q", "W_K"} <= set(given):
             raise AnalysisInputError("QK needs both W_Q and W_K")
-        W_Q, W_K = np.asarray(W_Q, np.float32), np.asarray(W_K, np.float32)
-        circuits["qk"] = (np.swapaxes(W_Q, -1, -2), np.swapaxes(W_K, -1, -2))
-    if W_V is not None or W_O is not None:
-        if W_V is None or W_O is None:
+        circuits["qk"] = (np.swapaxes(given["W_Q"], -1, -2), np.swapaxes(given["W_K"], -1, -2))
+    if {"W_V", "W_O"} & set(given):
+        if not {"W_V", "W_O"} <= set(given):
             raise AnalysisInputError("OV needs both W_V and W_O")
-        W_V, W_O = np.asarray(W_V, np.float32), np.asarray(W_O, np.float32)
-        circuits["ov"] = (W_O, np.swapaxes(W_V, -1, -2))
+        circuits["ov"] = (given["W_O"], np.swapaxes(given["W_V"], -1, -2))
     if not circuits:
         raise AnalysisInputError("give W_Q and W_K, or W_V and W_O, or all four")
-    _check(W, [(f"{c}[{n}]", f, -2) for c, fs in circuits.items() for n, f in enumerate(fs)],
-           template)
+    # W_Q, W_K, W_V are [..., H, D]; W_O is [..., D, H].
+    _check(W, [(name, a, -2 if name == "W_O" else -1) for name, a in given.items()], template)
     lead = next(iter(circuits.values()))[0].shape[:-2]
     for name, (A, B) in circuits.items():
         if A.shape != B.shape or A.shape[:-2] != lead:

@@ -154,6 +154,7 @@ def group_points(points) -> list[Group]:
 # ---- running a group --------------------------------------------------------------
 
 CONFIG_COLUMNS = [n for n in field_names() if n != "template"]
+PAIR_IDENTITY = ("query_feature", "key_feature", "target")
 
 
 def run_group(group: Group, progress: bool = True) -> dict:
@@ -186,14 +187,13 @@ def run_group(group: Group, progress: bool = True) -> dict:
             if key not in ("instance", "circuit"):
                 row[key] = value if ok else None
         rows.append(row)
-        for p in analysis.pairs:
-            if p["instance"] == n:
-                pair_rows.append({"group": group.id, "seed": inst.seed, "lam": inst.lam,
-                                  "learning_rate": inst.learning_rate,
-                                  "target_scale": inst.target_scale,
-                                  **{k: (v if ok else None) if k not in (
-                                      "query_feature", "key_feature", "target") else v
-                                     for k, v in p.items() if k not in ("instance", "circuit")}})
+        for p in (p for p in analysis.pairs if p["instance"] == n):
+            pair = {k: v for k, v in p.items() if k not in ("instance", "circuit")}
+            if not ok:  # keep which pair it is, drop what a diverged head measured
+                pair |= {k: None for k in pair if k not in PAIR_IDENTITY}
+            pair_rows.append({"group": group.id, "seed": inst.seed, "lam": inst.lam,
+                              "learning_rate": inst.learning_rate,
+                              "target_scale": inst.target_scale, **pair})
     return {"rows": rows, "pairs": pair_rows, "seconds": time.perf_counter() - t0,
             "train_seconds": train_seconds,
             "compiles": chunk_fn._cache_size() - compiled_before}
