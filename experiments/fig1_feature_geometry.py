@@ -27,17 +27,17 @@ with plt.rc_context(STYLE):
                              gridspec_kw={"height_ratios": [2.2, 1]})
     for col, (name, title) in enumerate(panels):
         run = load_run(args.runs / name)
-        W = run.params["W"][0]  # [D, N] of the first instance
-        norms = np.linalg.norm(W, axis=0)
-        interference = (((W / norms).T @ W) ** 2).sum(1) - norms ** 2
+        with np.load(args.runs / name / "analysis" / "arrays.npz") as geometry:  # stored
+            gram, norms, interference = (geometry[k][0] for k in  # first instance
+                                         ("gram", "norms", "interference"))
         attended = sorted({i for p in run.config.template for i in p[:2]})
-        im = axes[0, col].imshow(W.T @ W, cmap="RdBu_r", vmin=-1, vmax=1)
+        im = axes[0, col].imshow(gram, cmap="RdBu_r", vmin=-1, vmax=1)
         axes[0, col].set_title(f"{title}: WᵀW (seed {run.summary['instances'][0]['seed']})")
         axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0, col].yaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0, col].set_xlabel("feature j")
         axes[0, col].set_ylabel("feature i")
-        bars = axes[1, col].bar(np.arange(W.shape[1]), norms,
+        bars = axes[1, col].bar(np.arange(norms.size), norms,
                                 color=plt.cm.viridis(np.clip(interference, 0, 1)))
         for i in attended:
             bars[i].set_edgecolor("crimson")

@@ -48,6 +48,8 @@ def test_run_writes_a_complete_summary(tiny_run, capsys):
                  "analysis/heads.csv", "analysis/pairs.csv", "analysis/features.csv"):
         assert (tiny_run / name).stat().st_size > 0
     assert not list(tiny_run.parent.glob(".*staging*"))  # staging folder renamed away
+    meta = json.loads((tiny_run / "analysis" / "analysis.json").read_text())
+    assert meta["run"] == tiny_run.name  # the run's name, not its staging folder's
 
 
 def test_load_run_reproduces_the_summary(tiny_run):

@@ -9,8 +9,7 @@ import sys
 
 from toymodels.config import (PRESETS, apply_overrides, make_instances,
                               parse_seeds, parse_vary, preset)
-from toymodels.errors import ConfigError
-from toymodels.errors import AnalysisInputError, RunDirError
+from toymodels.errors import AnalysisInputError, ConfigError, RunDirError
 
 EXAMPLES = """\
 examples:
@@ -137,8 +136,6 @@ def _run(args) -> int:
 
 def _analyze(args) -> int:
     from pathlib import Path
-
-    import numpy as np
 
     from toymodels.analysis import DEFAULT_REL_TOL
     from toymodels.config import parse_template

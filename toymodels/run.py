@@ -5,7 +5,6 @@ package versions and git commit, and per instance its seed, own
 hyperparameters, final losses, spectrum and matched pairs.
 """
 
-import shutil
 import time
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from toymodels.analysis import DEFAULT_REL_TOL
 from toymodels.config import Instance, ToyConfig
 from toymodels.dynamics import first_crossings
 from toymodels.metrics import HeadAnalysis, analyze
-from toymodels.store import (check_out_dir, commit_dir, git_commit, stage_dir, versions,
-                             write_analysis, write_json)
+from toymodels.store import (check_out_dir, git_commit, staged, versions, write_analysis,
+                             write_json)
 from toymodels.train import TrainResult, train
 
 SUMMARY_PAIR_KEYS = ("query_feature", "key_feature", "target", "sv_index", "cos_query_u",
@@ -71,8 +70,7 @@ def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
     analysis = analyze_params(cfg, result.params)
     summary = build_summary(preset_name, cfg, instances, result, analysis)
 
-    staging = stage_dir(out)
-    try:
+    with staged(out) as staging:
         write_json(staging / "summary.json", summary)
         np.savez(staging / "params.npz", **result.params)
         np.savez(staging / "curves.npz", **result.curves)
@@ -80,16 +78,12 @@ def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
                  cos_u=analysis.arrays["qk_cos_u"], cos_v=analysis.arrays["qk_cos_v"])
         if result.dynamics is not None:
             np.savez(staging / "dynamics.npz", **result.dynamics)
-        write_analysis(staging / "analysis", analysis, analysis_meta(staging, cfg))
+        write_analysis(staging / "analysis", analysis, analysis_meta(out, cfg))
         # Timing varies between identical runs, so it stays out of summary.json.
         write_json(staging / "timing.json", {"train_seconds": train_s,
                                              "instances": len(instances), "steps": cfg.steps})
         from toymodels.plots import plot_alignment  # matplotlib loads only when drawing
         plot_alignment(staging, staging / "alignment.png")
-        commit_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 

@@ -11,6 +11,7 @@ or failed run never leaves a half-written DIR, and an existing run is only
 replaced on request.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -52,6 +53,19 @@ def stage_dir(out: Path) -> Path:
     """A fresh staging folder beside out (same filesystem, so the final rename is atomic)."""
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.resolve().parent))
+
+
+@contextlib.contextmanager
+def staged(out: Path):
+    """Yield a staging folder; on success it replaces out, on any failure it is removed,
+    so out holds either the old complete result or the new one, never a partial one."""
+    staging = stage_dir(out)
+    try:
+        yield staging
+        commit_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def commit_dir(staging: Path, out: Path) -> None:
@@ -149,8 +163,7 @@ def write_analysis(out_dir, analysis, meta: dict) -> Path:
     if out.is_dir() and any(out.iterdir()) and not (out / "analysis.json").exists():
         raise RunDirError(f"{out} holds files that are not a toymodels analysis; "
                           "refusing to replace it")
-    staging = stage_dir(out)
-    try:
+    with staged(out) as staging:
         write_csv(staging / "heads.csv", analysis.heads)
         write_csv(staging / "pairs.csv", analysis.pairs)
         write_csv(staging / "features.csv", analysis.features)
@@ -158,8 +171,4 @@ def write_analysis(out_dir, analysis, meta: dict) -> Path:
         write_json(staging / "analysis.json", {**meta, "axes": list(analysis.axes),
                                                 "versions": versions(),
                                                 "git_commit": git_commit()})
-        commit_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
