@@ -23,6 +23,11 @@ def test_many_pairs_is_linear():
     assert [v for _, _, v in pairs] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
 
 
+def test_many_pairs_geometric_has_constant_ratio():
+    values = [v for _, _, v in many_pairs(5, offset=5, high=1.0, low=0.0625, spacing="geometric")]
+    assert values == pytest.approx([1.0, 0.5, 0.25, 0.125, 0.0625])
+
+
 @pytest.mark.parametrize("text,expected", [
     ("0-3", (0, 1, 2, 3)), ("5", (5,)), ("1,4,9", (1, 4, 9)), ("0-1,7", (0, 1, 7))])
 def test_parse_seeds(text, expected):

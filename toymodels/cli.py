@@ -46,6 +46,18 @@ examples:
 """
 
 
+THEORY_EXAMPLES = """\
+checks (paper-notes §1–§2): theorem1, isotropy, anisotropy, theorem3, multi_pair,
+appendix_e, sigma_targets. Exit status 0 when every prediction PASSes, 1 otherwise.
+
+examples:
+  toymodels theory --quick --out runs/theory-quick         # about 10 minutes on 2 CPU cores
+  toymodels theory --full --out runs/theory-full           # paper-sized
+  toymodels theory --quick --only theorem1,isotropy --out runs/t1
+  python -c "import pandas as pd; print(pd.read_csv('runs/theory-quick/theory.csv'))"
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints usage too)
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
@@ -102,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ray-address", default=None,
                     help="address of an existing Ray cluster (default: start a local one)")
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    th = sub.add_parser("theory", help="measure every prediction of the theory beside its "
+                        "predicted value; table, data and figures", epilog=THEORY_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = th.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="sizes for a 2-core CPU (the default)")
+    size.add_argument("--full", action="store_true", help="the paper-sized checks")
+    th.add_argument("--out", help="directory to write (default: runs/theory-quick or "
+                    "runs/theory-full)")
+    th.add_argument("--only", help="comma-separated checks to run (default: all)")
+    th.add_argument("--figures", help="also copy the figures into this directory, "
+                    "e.g. figures/")
+    th.add_argument("--overwrite", action="store_true",
+                    help="replace an existing theory run in --out (once the new one is done)")
     return parser
 
 
@@ -114,6 +141,8 @@ def main(argv=None) -> int:
             return _analyze(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "theory":
+            return _theory(args)
     except (ConfigError, RunDirError, AnalysisInputError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
@@ -196,6 +225,35 @@ def _sweep(args) -> int:
           f"program(s) -> {out}/results.parquet")
     print(sweep_table(out))
     return 0
+
+
+def _theory(args) -> int:
+    from pathlib import Path
+
+    from toymodels.checks import CHECKS, PROFILES
+    from toymodels.store import check_out_dir
+
+    profile = PROFILES["full" if args.full else "quick"]
+    only = None
+    if args.only:
+        only = [c.strip() for c in args.only.split(",") if c.strip()]
+        unknown = [c for c in only if c not in CHECKS]
+        if unknown or not only:
+            raise ConfigError(f"--only: unknown check {unknown[0] if unknown else '(none)'!r}; "
+                              "choose from " + ", ".join(CHECKS))
+    out = args.out or f"runs/theory-{profile.name}"
+    check_out_dir(out, args.overwrite, marker="theory.json")  # before any work
+    if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
+        raise RunDirError(f"--figures {args.figures} is a file; give a directory")
+
+    from toymodels.verify import draw_figures, run_theory, theory_table
+    record = run_theory(profile, out, only=only, overwrite=args.overwrite)
+    print(f"theory ({profile.name}): {record['total_seconds']:.0f} s -> {out}/theory.csv")
+    print(theory_table(record["rows"]))
+    if args.figures:
+        for path in draw_figures(out, args.figures):
+            print(f"figure: {path}")
+    return 0 if all(r["status"] == "PASS" for r in record["rows"]) else 1
 
 
 def _load_arrays(path):

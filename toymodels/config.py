@@ -36,6 +36,9 @@ class ToyConfig:
     """Key tokens each query attends over (context length)."""
     p_active: float | tuple[float, ...] = 0.1
     """Probability a feature is active in a token: one value, or one per feature."""
+    tokens: str = "sparse"
+    """'sparse': features active independently (p_active, magnitude U[0, 1]);
+    'onehot': each token is one feature, chosen uniformly, magnitude 1 (Theorem 1's setting)."""
     importance_decay: float = 1.0
     """Importance weights I_i = importance_decay ** i on the reconstruction error."""
     template: tuple[Pair, ...] = ((0, 1, 1.0),)
@@ -48,6 +51,9 @@ class ToyConfig:
     """'xent': cross-entropy between target and model attention; 'mse': squared error on logits."""
     learning_rate: float = 1e-3
     """AdamW learning rate."""
+    lr_schedule: str = "constant"
+    """'constant', or 'cosine': the rate decays to 0 at the last step, which removes the
+    SGD noise that otherwise rotates singular vectors inside near-degenerate spectra."""
     weight_decay: float = 1e-4
     """AdamW decoupled weight decay."""
     batch_size: int = 512
@@ -58,6 +64,11 @@ class ToyConfig:
     """Steps per compiled lax.scan chunk; the progress bar advances once a chunk."""
     init_scale: float = 0.1
     """Std of the initial W_Q, W_K entries, times 1/sqrt(D)."""
+    train_features: bool = True
+    """False: W stays at its initial value (give it to train(init=...)), as in the
+    theorems with fixed features."""
+    train_head: bool = True
+    """False: W_Q, W_K (so Ω) stay fixed, as in Theorem 3."""
     record_points: int = 0
     """Record alignment and interference at this many steps during training (0: off)."""
     record_spacing: str = "log"
@@ -89,6 +100,14 @@ class ToyConfig:
         if self.record_spacing not in ("log", "linear"):
             raise ConfigError(f"record_spacing must be 'log' or 'linear', "
                               f"got {self.record_spacing!r}")
+        for name in ("train_features", "train_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.tokens not in ("sparse", "onehot"):
+            raise ConfigError(f"tokens must be 'sparse' or 'onehot', got {self.tokens!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', "
+                              f"got {self.lr_schedule!r}")
         if self.attn_loss not in ("xent", "mse"):
             raise ConfigError(f"attn_loss must be 'xent' or 'mse', got {self.attn_loss!r}")
         _check_p_active(self.p_active, self.N)
@@ -161,10 +180,15 @@ def _check_template(template, N):
         seen.add((i, j))
 
 
-def many_pairs(n_pairs: int, offset: int, high: float, low: float) -> tuple[Pair, ...]:
-    """Pairs T[i, i + offset], i < n_pairs, with values falling linearly from high to low."""
+def many_pairs(n_pairs: int, offset: int, high: float, low: float,
+               spacing: str = "linear") -> tuple[Pair, ...]:
+    """Pairs T[i, i + offset], i < n_pairs, with values falling from high to low,
+    linearly or geometrically (each value the same fraction of the one before)."""
     if n_pairs == 1:
         return ((0, offset, float(high)),)
+    if spacing == "geometric":
+        ratio = (low / high) ** (1 / (n_pairs - 1))
+        return tuple((i, i + offset, round(high * ratio ** i, 12)) for i in range(n_pairs))
     step = (high - low) / (n_pairs - 1)
     return tuple((i, i + offset, round(high - i * step, 12)) for i in range(n_pairs))
 
@@ -177,13 +201,18 @@ PRESETS: dict[str, ToyConfig] = {
     # the attended features out of superposition (interference 0.00 against 1.0;
     # README, "Findings"), as in the paper's Figure 1.
     "single-pair": ToyConfig(lam=10.0, target_scale=5.0, record_points=100),
-    # Paper Figure 2b: 20 pairs T[i, i+20], values falling linearly. Values 20..1
-    # (scale 20 on 1..0.05) and λ=10 are the prototype's best (paper-notes §6);
-    # the full reproduction and its hyperparameter search are a later issue.
+    # Paper Figure 2b: 20 pairs T[i, i+20] with decreasing values. Found by the search
+    # in README "Multi-pair search" (experiments/sweeps/multi_pair_search*.toml):
+    # λ=300 pulls the 40 attended features out of superposition; target scale 10, lr
+    # 1e-3 with cosine decay keep SGD noise from rotating singular vectors of nearby σ.
+    # Values fall geometrically from 1 to 0.2 (8% apart), not linearly as in the paper:
+    # linear values put the strongest pairs' σ 4-5% apart, where their singular vectors
+    # mix (min matched |cos| 0.77 at best over 4 seeds), and the weakest below 1% of σ_1.
     "multi-pair": ToyConfig(
-        N=100, D=50, H=50, m=8, p_active=0.05, lam=10.0, learning_rate=3e-3,
-        template=many_pairs(20, offset=20, high=1.0, low=0.05), target_scale=20.0,
-        steps=20_000,
+        N=100, D=50, H=50, m=8, p_active=0.1, lam=300.0, learning_rate=1e-3,
+        lr_schedule="cosine",
+        template=many_pairs(20, offset=20, high=1.0, low=0.2, spacing="geometric"),
+        target_scale=10.0, steps=10_000,
     ),
     # Control: λ = 0, no template. Reconstruction alone; no feature is special.
     "no-head": ToyConfig(lam=0.0, template=()),
@@ -215,6 +244,10 @@ def parse_value(name: str, text: str):
             return float(text)
         if field_type is str:
             return text
+        if field_type is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
         if name == "p_active":
             parts = [float(p) for p in text.split(",")]
             return parts[0] if len(parts) == 1 else tuple(parts)

@@ -36,13 +36,31 @@ def sample_features(key, p_active, shape) -> jax.Array:
     return jnp.where(on, magnitude, 0.0)
 
 
-def sample_batch(key, p_active, batch_size: int, m: int):
+def sample_onehot(key, shape) -> jax.Array:
+    """One-hot tokens of `shape` (..., N): one feature each, uniform, magnitude 1."""
+    return jax.nn.one_hot(jax.random.randint(key, shape[:-1], 0, shape[-1]), shape[-1])
+
+
+def sample_batch(key, p_active, batch_size: int, m: int, tokens: str = "sparse"):
     """One training batch: f_q [B, N] and f_k [B, m, N]."""
     N = p_active.shape[-1]
     k_q, k_k = jax.random.split(key)
+    if tokens == "onehot":
+        return sample_onehot(k_q, (batch_size, N)), sample_onehot(k_k, (batch_size, m, N))
     f_q = sample_features(k_q, p_active, (batch_size, N))
     f_k = sample_features(k_k, p_active, (batch_size, m, N))
     return f_q, f_k
+
+
+def second_moment(cfg: ToyConfig) -> np.ndarray:
+    """M = E[f fᵀ] [N, N] of one token (float64): the input statistics in Theorem 1's
+    normal equations. Sparse: E[f_i²] = p_i/3, E[f_i f_j] = p_i p_j/4 (U[0, 1] magnitudes)."""
+    if cfg.tokens == "onehot":
+        return np.eye(cfg.N) / cfg.N
+    p = np.asarray(cfg.p_active_vector, np.float64)
+    M = np.outer(p, p) / 4
+    np.fill_diagonal(M, p / 3)
+    return M
 
 
 def target_logits(f_q, f_k, T, target_scale):

@@ -54,3 +54,102 @@ def plot_alignment(run_dir, out_path, instance: int = 0):
         ax.set_title(f"{summary['preset']}: spectra of {S.shape[0]} instances")
         fig.savefig(out_path)
         plt.close(fig)
+
+
+# ---- theory figures (from `toymodels theory`'s stored data/<check>.npz) ------------
+
+
+def _cos_heatmap(ax, cos, title, side, n_show):
+    im = ax.imshow(cos[:, :n_show], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                   interpolation="nearest")
+    ax.set_xlabel(f"singular index k ({'left' if side == 'u' else 'right'})")
+    ax.set_ylabel("attended pair p (strongest first)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    return im
+
+
+def plot_multi_pair(data: dict, out_path, seed_index: int = 0):
+    """Figure 2b: |cos| of each pair's features with the singular vectors (one seed), and
+    matched σ against the target value (every seed)."""
+    cos_u, cos_v = data["cos_u"][seed_index], data["cos_v"][seed_index]
+    P = cos_u.shape[0]
+    n_show = min(cos_u.shape[1], P + 10)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), layout="constrained")
+        _cos_heatmap(axes[0], cos_u, "|cos(x_p, u_k)|, query features", "u", n_show)
+        im = _cos_heatmap(axes[1], cos_v, "|cos(y_p, v_k)|, key features", "v", n_show)
+        fig.colorbar(im, ax=axes[1], fraction=0.05, pad=0.02, label="|cos|")
+        ax = axes[2]
+        t, s, sig = data["targets"], data["sigma"], data["significant"].astype(bool)
+        for n in range(s.shape[0]):
+            ax.plot(t[sig[n]], s[n][sig[n]], "o", ms=3, alpha=0.7, color=f"C{n}",
+                    label=f"seed {n}")
+            ax.plot(t[~sig[n]], s[n][~sig[n]], "o", ms=3, mfc="none", color=f"C{n}")
+        ok = sig & np.isfinite(s)
+        slope, intercept = np.polyfit(np.broadcast_to(t, s.shape)[ok], s[ok], 1)
+        grid = np.linspace(0, t.max(), 50)
+        ax.plot(grid, slope * grid + intercept, "k--", lw=0.8, label="linear fit")
+        ax.set_xlabel("target value (template × target scale)")
+        ax.set_ylabel("matched σ")
+        ax.set_title("σ of each pair's matched singular index\n(hollow: not significant)")
+        ax.legend(fontsize=7, frameon=False)
+        fig.savefig(out_path)
+        plt.close(fig)
+
+
+def plot_anisotropy(data: dict, out_path):
+    """Figure 4: alignment of the top singular pair with the attended features against
+    anisotropy ε = ‖E_X‖₂/α, beside Theorem 2's bound and the closed form."""
+    eps = data["eps"]
+    levels = np.unique(eps)
+
+    def stat(values):  # mean and std per level, both sides pooled
+        return (np.array([values[eps == e].mean() for e in levels]),
+                np.array([values[eps == e].std() for e in levels]))
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+        lo, hi = data["gpt2_eps"]
+        ax.axvspan(lo, hi, color="0.9", label="GPT-2 range (our scale)")
+        ax.axhline(0.75, color="0.5", ls=":", lw=0.8, label="paper: above 0.75")
+        closed = np.sqrt(1 - data["closed_form_sin"] ** 2)
+        for values, label, style in ((closed, "closed form Ω* (Theorem 1)", "k-"),
+                                     (data["align_mse"], "trained, squared error, one-hot",
+                                      "o-"),
+                                     (data["align_xent"], "trained, paper's loss, sparse", "s-")):
+            mean, std = stat(values)
+            ax.errorbar(levels, mean, yerr=std, fmt=style, ms=3.5, lw=1, capsize=2,
+                        label=label)
+        grid = np.linspace(0, 0.5, 100)
+        ax.plot(grid, np.sqrt(1 - (grid / (1 - grid)) ** 2), "r--", lw=1,
+                label="bound: |cos| ≥ √(1 − (ε/(1−ε))²)")
+        ax.set_xlabel("anisotropy ε = ‖E_X‖₂ / α")
+        ax.set_ylabel("|cos(u_1, x_0)|, |cos(v_1, x_1)|")
+        ax.set_ylim(0, 1.02)
+        ax.set_title("Alignment against feature anisotropy (N=20, D=H=10)")
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+        fig.savefig(out_path)
+        plt.close(fig)
+
+
+def plot_appendix_e(data: dict, out_path, seed_index: int = 0):
+    """Appendix E: more pairs than head dimensions; |cos| per pair and the spectrum."""
+    cos_u, cos_v = data["cos_u"][seed_index], data["cos_v"][seed_index]
+    K = cos_u.shape[1]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), layout="constrained")
+        _cos_heatmap(axes[0], cos_u, f"|cos(x_p, u_k)|, {cos_u.shape[0]} pairs, H={K}", "u", K)
+        im = _cos_heatmap(axes[1], cos_v, "|cos(y_p, v_k)|", "v", K)
+        fig.colorbar(im, ax=axes[1], fraction=0.05, pad=0.02, label="|cos|")
+        ax = axes[2]
+        for n, S in enumerate(data["S"]):
+            ax.plot(np.arange(K), S, "o-", ms=3, lw=0.8, alpha=0.8, label=f"seed {n}")
+        ax.set_xlabel("singular index k")
+        ax.set_ylabel("σ_k")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("spectra: only H singular pairs for all pairs")
+        ax.legend(fontsize=7, frameon=False)
+        fig.savefig(out_path)
+        plt.close(fig)

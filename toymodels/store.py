@@ -30,15 +30,16 @@ from toymodels.errors import ConfigError, RunDirError
 RUN_FILES = ("summary.json", "params.npz", "curves.npz", "analysis.npz")
 
 
-def check_out_dir(out_dir, overwrite: bool) -> Path:
-    """Fail early, before any work, if out_dir cannot receive a run."""
+def check_out_dir(out_dir, overwrite: bool, marker: str = "summary.json") -> Path:
+    """Fail early, before any work, if out_dir cannot receive a run (an existing one is
+    recognised by its marker file)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file; give a directory path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise RunDirError(f"--out {out} already exists and is not empty; pass --overwrite "
                           "to replace it or choose another directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "summary.json").exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
         raise RunDirError(f"--out {out} holds files that are not a toymodels run; "
                           "refusing to replace it")
     parent = out.resolve().parent

@@ -22,6 +22,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from toymodels.config import Instance, ToyConfig
+from toymodels.errors import ConfigError
 from toymodels.dynamics import make_recorder, record_steps
 from toymodels.data import importance_weights, sample_batch, template_matrix
 from toymodels.model import ToyModel, attention_loss, reconstruction_loss
@@ -75,6 +76,7 @@ def _instance_hparams(cfg: ToyConfig, instances: list[Instance]) -> dict:
         "learning_rate": jnp.asarray([inst.learning_rate for inst in instances], jnp.float32),
         "p_active": jnp.asarray([vector(inst.p_active) for inst in instances], jnp.float32),
         "target_scale": jnp.asarray([inst.target_scale for inst in instances], jnp.float32),
+        "steps": jnp.full(len(instances), cfg.steps, jnp.float32),
         "data_key": jax.vmap(lambda s: instance_keys(s)[1])(
             jnp.asarray([inst.seed for inst in instances], jnp.uint32)),
     }
@@ -112,6 +114,8 @@ def _make_chunk_fn(cfg: ToyConfig):
         return recon + hp["lam"] * attn, (recon, attn)
 
     recorder = make_recorder(cfg) if cfg.record_points else None
+    # Frozen parameters get no update at all (so no weight decay either).
+    frozen = (() if cfg.train_features else ("W",)) + (() if cfg.train_head else ("W_Q", "W_K"))
 
     def record(state):
         model = nnx.merge(graphdef, state)
@@ -132,10 +136,14 @@ def _make_chunk_fn(cfg: ToyConfig):
     def train_step(carry, step_id, record_now, hp):
         state, opt_state = carry
         f_q, f_k = sample_batch(jax.random.fold_in(hp["data_key"], step_id),
-                                hp["p_active"], cfg.batch_size, cfg.m)
+                                hp["p_active"], cfg.batch_size, cfg.m, cfg.tokens)
         grads, (recon, attn) = jax.grad(losses, has_aux=True)(state, hp, f_q, f_k)
         updates, opt_state = tx.update(grads, opt_state, state)
-        updates = jax.tree.map(lambda u: hp["learning_rate"] * u, updates)
+        if frozen:
+            updates = jax.tree_util.tree_map_with_path(
+                lambda path, u: jnp.zeros_like(u) if _top_name(path) in frozen else u, updates)
+        lr = hp["learning_rate"] * _schedule(cfg.lr_schedule, step_id, hp["steps"])
+        updates = jax.tree.map(lambda u: lr * u, updates)
         state = optax.apply_updates(state, updates)
         outputs = {"recon": recon, "attn": attn}
         if recorder is not None:
@@ -154,6 +162,18 @@ def _make_chunk_fn(cfg: ToyConfig):
                     donate_argnums=(0, 1))
     init_opt = jax.jit(jax.vmap(tx.init))
     return chunk, init_opt
+
+
+def _top_name(path) -> str:
+    key = path[0]
+    return str(getattr(key, "key", getattr(key, "name", key)))
+
+
+def _schedule(kind: str, step_id, steps):
+    """Learning-rate factor at step_id (0-based) of `steps`."""
+    if kind == "cosine":
+        return 0.5 * (1 + jnp.cos(jnp.pi * step_id.astype(jnp.float32) / steps))
+    return 1.0
 
 
 def _zeros_like(shapes):
@@ -178,12 +198,24 @@ def shard_instances(tree):
 
 
 def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
-          desc: str = "train") -> TrainResult:
-    """Train every instance for cfg.steps steps as one compiled program."""
+          desc: str = "train", init: dict | None = None) -> TrainResult:
+    """Train every instance for cfg.steps steps as one compiled program.
+
+    init: optional starting values by parameter name, each [I, ...] (e.g. fixed
+    features W [I, D, N] with cfg.train_features=False); the rest start from the seed."""
     chunk_fn, init_opt = make_chunk_fn(cfg)
     n_real = len(instances)
     instances = pad_to_devices(instances)
-    state = shard_instances(init_states(cfg, [inst.seed for inst in instances]))
+    state = init_states(cfg, [inst.seed for inst in instances])
+    for name, value in (init or {}).items():
+        value = np.asarray(value, np.float32)
+        expected = (n_real,) + state[name].shape[1:]
+        if name not in PARAM_NAMES or value.shape != expected:
+            raise ConfigError(f"init[{name!r}] must be one of {PARAM_NAMES} with shape "
+                              f"{expected}, got {value.shape if name in PARAM_NAMES else name}")
+        pad = np.repeat(value[-1:], len(instances) - n_real, axis=0)
+        state[name].set_value(jnp.asarray(np.concatenate([value, pad])))
+    state = shard_instances(state)
     opt_state = init_opt(state)
     hp = shard_instances(_instance_hparams(cfg, instances))
 

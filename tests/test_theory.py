@@ -1,0 +1,149 @@
+"""The theory's math (closed form, bound, feature construction) against float64 checks,
+and the training modes the theory checks rely on (one-hot tokens, frozen parameters)."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toymodels import theory
+from toymodels.config import ToyConfig, make_instances
+from toymodels.data import sample_batch, second_moment, template_matrix
+from toymodels.train import init_states, train
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+def _well_conditioned(rng, D, N):
+    X = rng.standard_normal((D, N))
+    return X + 2.0 * np.eye(D, N)  # keeps Σ_X = X Xᵀ well away from singular
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, D=st.integers(2, 8), extra=st.integers(0, 6),
+       scale=st.floats(0.1, 10))
+def test_closed_form_solves_the_normal_equations(seed, D, extra, scale):
+    rng = np.random.default_rng(seed)
+    N = D + extra
+    X, Y = _well_conditioned(rng, D, N), _well_conditioned(rng, D, N)
+    T = rng.standard_normal((N, N)) * (rng.random((N, N)) < 0.3)
+    A = rng.standard_normal((N, N))
+    M_q = A @ A.T / N + np.eye(N)  # a random second moment (SPD)
+    M_k = np.diag(rng.random(N) + 0.1)
+    Omega = theory.closed_form_omega(X, Y, T, scale, M_q, M_k)
+    lhs = theory.frame_operator(X, M_q) @ Omega @ theory.frame_operator(Y, M_k)
+    np.testing.assert_allclose(lhs, scale * X @ M_q @ T @ M_k @ Y.T, atol=1e-8 * (1 + abs(lhs).max()))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds)
+def test_closed_form_minimises_the_squared_error(seed):
+    """Ω* beats random perturbations of itself on the exact expected loss
+    tr(A M_k Aᵀ M_q), A = XᵀΩY − sT (independent query and key tokens)."""
+    rng = np.random.default_rng(seed)
+    D, N = 4, 7
+    X, Y = _well_conditioned(rng, D, N), _well_conditioned(rng, D, N)
+    T = template_matrix(((0, 1, 1.0), (2, 3, 0.5)), N)
+    cfg = ToyConfig(N=N, D=D, H=D, p_active=0.3)
+    M = second_moment(cfg)
+
+    def loss(Om):
+        A = X.T @ Om @ Y - 2.0 * T
+        return np.trace(A @ M @ A.T @ M)
+
+    star = theory.closed_form_omega(X, Y, T, 2.0, M, M)
+    for _ in range(5):
+        assert loss(star) <= loss(star + 1e-3 * rng.standard_normal((D, D)))
+
+
+def test_one_hot_single_pair_is_the_notes_rank_one_formula():
+    rng = np.random.default_rng(0)
+    X = theory.anisotropic_features(rng, 12, 5, 0.7)
+    cfg = ToyConfig(N=12, D=5, H=5, tokens="onehot")
+    M = second_moment(cfg)
+    star = theory.closed_form_omega(X, X, template_matrix(((0, 1, 1.0),), 12), 1.0, M, M)
+    S_inv = np.linalg.inv(X @ X.T)
+    np.testing.assert_allclose(star, S_inv @ np.outer(X[:, 0], X[:, 1]) @ S_inv, atol=1e-12)
+    assert np.linalg.matrix_rank(star, tol=1e-9) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, D=st.integers(2, 12), extra=st.integers(0, 20), frac=st.floats(0, 0.99))
+def test_anisotropic_features_hit_the_requested_level(seed, D, extra, frac):
+    N = D + extra
+    eps = frac * (D - 1)
+    X = theory.anisotropic_features(np.random.default_rng(seed), N, D, eps)
+    alpha, e = theory.anisotropy(X @ X.T)
+    assert X.shape == (D, N)
+    assert alpha == pytest.approx(N / D, rel=1e-9)
+    assert e / alpha == pytest.approx(eps, abs=1e-9)
+
+
+def test_isotropic_features_are_a_tight_frame():
+    X = theory.anisotropic_features(np.random.default_rng(1), 20, 10, 0.0)
+    np.testing.assert_allclose(X @ X.T, 2.0 * np.eye(10), atol=1e-12)
+
+
+def test_anisotropic_features_reject_impossible_levels():
+    with pytest.raises(ValueError, match="eps"):
+        theory.anisotropic_features(np.random.default_rng(0), 20, 10, 9.0)
+    with pytest.raises(ValueError, match="N >= D"):
+        theory.anisotropic_features(np.random.default_rng(0), 5, 10, 0.1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=seeds, D=st.integers(2, 10), spread=st.floats(0.0, 1.0))
+def test_neumann_bound_holds(seed, D, spread):
+    """sin∠(Σ⁻¹x, x) <= ε/(1−ε) for random SPD Σ and random x (checked before trusting it)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    Sigma = Q @ np.diag(1 + spread * rng.random(D) * 2) @ Q.T
+    x = rng.standard_normal(D)
+    assert theory.sin_angle(np.linalg.solve(Sigma, x), x) <= theory.sin_bound(Sigma) + 1e-12
+
+
+def test_bound_is_zero_for_isotropy_and_vacuous_beyond_half():
+    assert theory.sin_bound(3.0 * np.eye(4)) == 0.0
+    assert theory.sin_bound(np.diag([1.0, 1.0, 1.0, 4.0])) == 1.0  # ε = 1.2/1.75 > 1/2
+
+
+@pytest.mark.parametrize("tokens", ["sparse", "onehot"])
+def test_second_moment_matches_sampled_tokens(tokens):
+    cfg = ToyConfig(N=6, D=3, H=3, p_active=0.3, tokens=tokens)
+    f_q, f_k = sample_batch(jax.random.key(0), np.full(6, 0.3, np.float32), 20000, 4, tokens)
+    f = np.concatenate([np.asarray(f_q), np.asarray(f_k).reshape(-1, 6)])
+    np.testing.assert_allclose(f.T @ f / len(f), second_moment(cfg), atol=4e-3)
+    if tokens == "onehot":
+        assert set(np.unique(f)) == {0.0, 1.0} and (f.sum(axis=1) == 1).all()
+
+
+def test_frozen_parameters_keep_their_given_values():
+    cfg = ToyConfig(N=8, D=4, H=4, steps=30, train_features=False)
+    W = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
+    res = train(cfg, make_instances(cfg, [0, 1]), init={"W": W}, progress=False)
+    np.testing.assert_array_equal(res.params["W"], W)
+    assert np.abs(res.params["W_Q"] - np.asarray(init_states(cfg, [0, 1])["W_Q"][...])).max() > 0
+
+    head = cfg.replace(train_features=True, train_head=False)
+    res = train(head, make_instances(head, [0]), progress=False)
+    start = init_states(head, [0])
+    np.testing.assert_array_equal(res.params["W_K"], np.asarray(start["W_K"][...]))
+    assert np.abs(res.params["W"] - np.asarray(start["W"][...])).max() > 0
+
+
+def test_init_with_a_wrong_shape_is_refused():
+    from toymodels.errors import ConfigError
+    cfg = ToyConfig(N=8, D=4, H=4, steps=5)
+    with pytest.raises(ConfigError, match="shape"):
+        train(cfg, make_instances(cfg, [0]), init={"W": np.zeros((1, 8, 4))}, progress=False)
+
+
+def test_cosine_schedule_factors():
+    import jax.numpy as jnp
+    from toymodels.train import _schedule
+    steps = jnp.float32(200)
+    f = [float(_schedule("cosine", jnp.uint32(s), steps)) for s in (0, 100, 199)]
+    assert f[0] == pytest.approx(1.0) and f[1] == pytest.approx(0.5, abs=1e-6)
+    assert 0 < f[2] < 1e-3
+    assert _schedule("constant", jnp.uint32(150), steps) == 1.0

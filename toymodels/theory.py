@@ -1,0 +1,95 @@
+"""The theory of paper-notes §2 as float64 NumPy: closed forms, bounds, feature sets.
+
+Shapes (paper-notes notation):
+  X [D, N] query-side features (columns x_i), Y [D, N] key-side features
+  M [N, N] token second moment E[f fᵀ]; T [N, N] template
+  Σ_X = X M Xᵀ [D, D] (with M = I: the frame operator X Xᵀ), written Σ_X = αI + E_X
+
+Theorem 1 (squared-error loss on logits): the loss E[(f_qᵀ XᵀΩY f_k − s f_qᵀ T f_k)²]
+is minimised where Σ_X Ω Σ_Y = s X M T M Yᵀ, so Ω* = s Σ_X⁺ X M T M Yᵀ Σ_Y⁺. With one-hot
+tokens (M = I/N) the factors of N cancel and one pair gives the notes' rank-one
+Ω* = Σ_X⁻¹ x_1 y_1ᵀ Σ_Y⁻¹.
+
+Anisotropy scale. We write α = tr(Σ_X)/D (the mean eigenvalue) and measure anisotropy
+as ε = ‖E_X‖₂ / α, which does not depend on how the features are scaled. Our feature
+sets have tr(X Xᵀ) = N (unit mean squared norm), so α = N/D. The paper quotes
+‖E_X‖₂ ≈ 10–55 for GPT-2; reading those as unit-norm SAE features with N/D = 32
+(24,576 features in GPT-2 small's 768 dimensions, our assumption) puts GPT-2 at
+ε ≈ 0.31–1.72.
+"""
+
+import numpy as np
+
+GPT2_ALPHA = 32.0
+"""Assumed α of the paper's GPT-2 features: N/D = 24576/768 for unit-norm SAE features."""
+GPT2_E_RANGE = (10.0, 55.0)
+"""The paper's ‖E_X‖₂ range for GPT-2."""
+GPT2_EPS_RANGE = tuple(e / GPT2_ALPHA for e in GPT2_E_RANGE)
+"""The same range on our scale ε = ‖E_X‖₂ / α."""
+
+
+def frame_operator(X, M=None) -> np.ndarray:
+    """Σ_X = X M Xᵀ [D, D] (M = identity when not given)."""
+    X = np.asarray(X, np.float64)
+    return X @ X.T if M is None else X @ np.asarray(M, np.float64) @ X.T
+
+
+def closed_form_omega(X, Y, T, scale: float = 1.0, M_q=None, M_k=None) -> np.ndarray:
+    """Theorem 1's optimum Ω* = s Σ_X⁺ X M_q T M_k Yᵀ Σ_Y⁺ [D, D] (pseudo-inverses, so
+    N < D works too)."""
+    X, Y, T = (np.asarray(a, np.float64) for a in (X, Y, T))
+    N = X.shape[1]
+    M_q = np.eye(N) if M_q is None else np.asarray(M_q, np.float64)
+    M_k = np.eye(N) if M_k is None else np.asarray(M_k, np.float64)
+    rhs = X @ M_q @ T @ M_k @ Y.T
+    return scale * np.linalg.pinv(frame_operator(X, M_q)) @ rhs @ np.linalg.pinv(
+        frame_operator(Y, M_k))
+
+
+def anisotropy(Sigma) -> tuple[float, float]:
+    """(α, ‖E_X‖₂) for Σ_X = αI + E_X with α = tr(Σ_X)/D."""
+    Sigma = np.asarray(Sigma, np.float64)
+    alpha = np.trace(Sigma) / Sigma.shape[0]
+    E = Sigma - alpha * np.eye(Sigma.shape[0])
+    return float(alpha), float(np.linalg.norm(E, 2))
+
+
+def sin_bound(Sigma) -> float:
+    """Theorem 2 (Neumann series): sin∠(Σ_X⁻¹ x, x) <= ε / (1 − ε), ε = ‖E_X‖₂ / α,
+    for every x; min(1, ε/(1−ε)), so 1 (no information) from ε = 1/2 on."""
+    alpha, e = anisotropy(Sigma)
+    eps = e / alpha
+    return float(min(1.0, eps / (1 - eps))) if eps < 1 else 1.0
+
+
+def sin_angle(a, b) -> float:
+    """sin of the angle between two lines (sign-free), from the residual of b after
+    projection on a: accurate near 0, where sqrt(1 − cos²) loses half the digits."""
+    a, b = (np.asarray(v, np.float64) for v in (a, b))
+    a_hat = a / np.linalg.norm(a)
+    return float(np.linalg.norm(b - (b @ a_hat) * a_hat) / np.linalg.norm(b))
+
+
+def anisotropic_features(rng: np.random.Generator, N: int, D: int, eps: float) -> np.ndarray:
+    """Features X [D, N] with tr(X Xᵀ) = N and ‖E_X‖₂ / α = eps exactly (α = N/D).
+
+    Σ_X has one spike α(1 + eps) along a random direction and α(1 − eps/(D−1)) on the
+    other D − 1 (so the trace stays Dα), as a few dominant directions do in real
+    residual streams. eps = 0 gives a random tight frame (Σ_X = (N/D) I).
+    Needs N >= D and 0 <= eps < D − 1 (beyond that an eigenvalue would be <= 0)."""
+    if N < D:
+        raise ValueError(f"need N >= D for a full-rank frame, got N={N}, D={D}")
+    if not 0 <= eps < D - 1:
+        raise ValueError(f"eps must be in [0, D-1) = [0, {D - 1}), got {eps}")
+    alpha = N / D
+    eig = np.full(D, alpha * (1 - eps / (D - 1)))
+    eig[0] = alpha * (1 + eps)
+    U, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    R, _ = np.linalg.qr(rng.standard_normal((N, D)))  # [N, D], orthonormal columns
+    return U @ np.diag(np.sqrt(eig)) @ R.T
+
+
+def top_pair(Omega) -> tuple[np.ndarray, float, np.ndarray]:
+    """(u_1, σ_1, v_1) of Ω."""
+    U, S, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
+    return U[:, 0], float(S[0]), Vt[0]

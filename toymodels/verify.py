@@ -1,0 +1,74 @@
+"""`toymodels theory`: run the checks, store the table and its data, draw the figures.
+
+  DIR/theory.json   profile, rows, seconds per check, versions, git commit
+  DIR/theory.csv    the table (one row per prediction; loads with pandas.read_csv)
+  DIR/data/<check>.npz  what each figure is drawn from
+  DIR/figures/      fig2b_multi_pair.png, fig4_anisotropy.png, appendix_e_more_pairs.png
+
+The directory is written atomically (store.staged), and figures are drawn from the
+stored files after it lands, never from memory.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toymodels.checks import CHECKS, Profile, profile_dict, run_checks
+from toymodels.store import check_out_dir, git_commit, staged, versions, write_csv, write_json
+
+MARKER = "theory.json"
+
+
+def run_theory(profile: Profile, out_dir, *, only=None, overwrite: bool = False) -> dict:
+    out = check_out_dir(out_dir, overwrite, marker=MARKER)
+    t0 = time.perf_counter()
+    rows, data, seconds = run_checks(profile, only)
+    record = {"profile": profile_dict(profile), "checks": list(data), "rows": rows,
+              "seconds": {k: round(v, 1) for k, v in seconds.items()},
+              "total_seconds": round(time.perf_counter() - t0, 1),
+              "versions": versions(), "git_commit": git_commit()}
+    with staged(out) as stage:
+        (stage / "data").mkdir()
+        for name, arrays in data.items():
+            if arrays:
+                np.savez(stage / "data" / f"{name}.npz", **arrays)
+        write_csv(stage / "theory.csv", rows)
+        write_json(stage / MARKER, record)
+    draw_figures(out, out / "figures")
+    return record
+
+
+def draw_figures(theory_dir, fig_dir) -> list[Path]:
+    """Every figure whose data the stored theory run holds."""
+    from toymodels.plots import plot_anisotropy, plot_appendix_e, plot_multi_pair
+
+    theory_dir, fig_dir = Path(theory_dir), Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    for check, plot, name in (("multi_pair", plot_multi_pair, "fig2b_multi_pair.png"),
+                              ("anisotropy", plot_anisotropy, "fig4_anisotropy.png"),
+                              ("appendix_e", plot_appendix_e, "appendix_e_more_pairs.png")):
+        path = theory_dir / "data" / f"{check}.npz"
+        if path.exists():
+            with np.load(path) as f:
+                plot(dict(f), fig_dir / name)
+            drawn.append(fig_dir / name)
+    return drawn
+
+
+def theory_table(rows) -> str:
+    lines = [f"{'check':<14}{'prediction':<74}{'predicted':>14}{'measured':>11}"
+             f"  {'tolerance':<10}{'':4}"]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        pred = r["prediction"] if len(r["prediction"]) <= 72 else r["prediction"][:71] + "…"
+        measured = "-" if r["measured"] is None else f"{r['measured']:.4g}"
+        lines.append(f"{r['check']:<14}{pred:<74}{r['predicted']:>14}{measured:>11}"
+                     f"  {r['tolerance']:<10}{r['status']:>4}")
+    n_pass = sum(r["status"] == "PASS" for r in rows)
+    lines.append(f"{n_pass} of {len(rows)} predictions PASS")
+    return "\n".join(lines)
+
+
+__all__ = ["CHECKS", "run_theory", "draw_figures", "theory_table"]
