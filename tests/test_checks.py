@@ -33,7 +33,7 @@ def test_closed_form_comparison_on_a_planted_head():
     """A head planted at exactly Ω* measures |cos| 1 and σ error 0; a head planted at a
     different rank-one matrix does not."""
     cfg = checks.THEOREM_CFG
-    X = theory.anisotropic_features(np.random.default_rng(0), cfg.N, cfg.D, 0.8)
+    X = theory.anisotropic_features(np.random.default_rng(0), cfg.N, cfg.D, 3.0)
     M = second_moment(cfg)
     star = theory.closed_form_omega(X, X, template_matrix(cfg.template, cfg.N), 1.0, M, M)
     W_Q, W_K = _factor(star, cfg.H)
@@ -41,7 +41,7 @@ def test_closed_form_comparison_on_a_planted_head():
     cu, cv, ds = checks._compare_closed_form(cfg, params, 0)
     assert cu == pytest.approx(1, abs=1e-9) and cv == pytest.approx(1, abs=1e-9)
     assert ds == pytest.approx(0, abs=1e-9)
-    # the naive guess Ω ∝ x_0 x_1ᵀ (ignoring Σ_X⁻¹) is measurably off at ε = 0.8
+    # the naive guess Ω ∝ x_0 x_1ᵀ (ignoring Σ_X⁻¹) is measurably off at ε = 3
     W_Q, W_K = _factor(np.outer(X[:, 0], X[:, 1]), cfg.H)
     cu, cv, _ = checks._compare_closed_form(cfg, {"W": X[None], "W_Q": W_Q[None],
                                                   "W_K": W_K[None]}, 0)
