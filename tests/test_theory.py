@@ -137,6 +137,8 @@ def test_init_with_a_wrong_shape_is_refused():
     cfg = ToyConfig(N=8, D=4, H=4, steps=5)
     with pytest.raises(ConfigError, match="shape"):
         train(cfg, make_instances(cfg, [0]), init={"W": np.zeros((1, 8, 4))}, progress=False)
+    with pytest.raises(ConfigError, match="not a parameter"):
+        train(cfg, make_instances(cfg, [0]), init={"Omega": np.zeros((1, 4, 4))}, progress=False)
 
 
 def test_cosine_schedule_factors():

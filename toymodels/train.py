@@ -208,11 +208,13 @@ def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
     instances = pad_to_devices(instances)
     state = init_states(cfg, [inst.seed for inst in instances])
     for name, value in (init or {}).items():
+        if name not in PARAM_NAMES:
+            raise ConfigError(f"init[{name!r}]: not a parameter; give one of {PARAM_NAMES}")
         value = np.asarray(value, np.float32)
         expected = (n_real,) + state[name].shape[1:]
-        if name not in PARAM_NAMES or value.shape != expected:
-            raise ConfigError(f"init[{name!r}] must be one of {PARAM_NAMES} with shape "
-                              f"{expected}, got {value.shape if name in PARAM_NAMES else name}")
+        if value.shape != expected:
+            raise ConfigError(f"init[{name!r}] must have shape {expected} (instances first), "
+                              f"got {value.shape}")
         pad = np.repeat(value[-1:], len(instances) - n_real, axis=0)
         state[name].set_value(jnp.asarray(np.concatenate([value, pad])))
     state = shard_instances(state)
