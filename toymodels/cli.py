@@ -51,7 +51,7 @@ checks (paper-notes §1–§2): theorem1, isotropy, anisotropy, theorem3, multi_
 appendix_e, sigma_targets. Exit status 0 when every prediction PASSes, 1 otherwise.
 
 examples:
-  toymodels theory --quick --out runs/theory-quick         # about 10 minutes on 2 CPU cores
+  toymodels theory --quick --out runs/theory-quick         # about 12 minutes on 2 CPU cores
   toymodels theory --full --out runs/theory-full           # paper-sized
   toymodels theory --quick --only theorem1,isotropy --out runs/t1
   python -c "import pandas as pd; print(pd.read_csv('runs/theory-quick/theory.csv'))"
