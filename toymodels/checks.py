@@ -18,7 +18,7 @@ import numpy as np
 from toymodels import theory
 from toymodels.config import ToyConfig, make_instances, many_pairs, preset
 from toymodels.data import second_moment, template_matrix
-from toymodels.metrics import match
+from toymodels.analysis import DEFAULT_REL_TOL, significant
 from toymodels.run import analyze_params
 from toymodels.train import train
 
@@ -208,18 +208,13 @@ def check_orthogonalization(p: Profile):
 
 # ---- many pairs: Figure 2b and Appendix E ---------------------------------------------
 
-def _pair_arrays(cfg, params):
-    """Analysis of every instance: the pairs table plus cos_u, cos_v [I, N, K], S [I, K]."""
-    analysis = analyze_params(cfg, params)
-    return analysis.pairs, analysis.heads, analysis.arrays
-
-
 def check_multi_pair(p: Profile):
     cfg = preset("multi-pair")
     if p.multi_steps:
         cfg = cfg.replace(steps=p.multi_steps)
     params = train(cfg, make_instances(cfg, range(p.multi_seeds)), desc="multi-pair").params
-    pairs, heads, arrays = _pair_arrays(cfg, params)
+    analysis = analyze_params(cfg, params)
+    pairs, heads, arrays = analysis.pairs, analysis.heads, analysis.arrays
     cq = np.array([r["cos_query_u"] for r in pairs]).reshape(p.multi_seeds, -1)
     ck = np.array([r["cos_key_v"] for r in pairs]).reshape(p.multi_seeds, -1)
     sig = np.array([r["significant"] for r in pairs]).reshape(p.multi_seeds, -1)
@@ -271,25 +266,27 @@ def check_appendix_e(p: Profile):
     cfg = APPENDIX_E.replace(steps=p.appendix_e_steps)
     I = p.seeds
     params = train(cfg, make_instances(cfg, range(I)), desc="appendix E").params
-    _, _, arrays = _pair_arrays(cfg, params)
+    analysis = analyze_params(cfg, params)
+    arrays = analysis.arrays
     P, H = len(cfg.template), cfg.H
     q = np.array([i for i, _, _ in cfg.template])
     k = np.array([j for _, j, _ in cfg.template])
     weak = slice(H, P)  # the P − H weakest
-    strong_cos, share_u, share_v, weak_max = [], [], [], []
+    # Hungarian-matched |cos| of the strongest pairs, from the analysis' pairs table (a
+    # pair left without a singular index counts as 0).
+    strong_cos = [min(r["cos_query_u"], r["cos_key_v"]) if r["sv_index"] is not None else 0.0
+                  for r in analysis.pairs
+                  if (r["query_feature"], r["key_feature"]) in
+                  {(i, j) for i, j, _ in cfg.template[:APPENDIX_E_STRONG]}]
+    share_u, share_v, weak_max = [], [], []
     for n in range(I):
-        S = arrays["qk_S"][n]
-        sig = S > 0.01 * S[0]
+        sig = significant(arrays["qk_S"][n], DEFAULT_REL_TOL)
         cu, cv = arrays["qk_cos_u"][n], arrays["qk_cos_v"][n]
-        cols = match(np.where(sig, cu[q] * cv[k], 0.0))
-        strong_cos += [min(cu[q[i], cols[i]], cv[k[i], cols[i]]) if cols[i] >= 0 else 0.0
-                       for i in range(APPENDIX_E_STRONG)]  # -1: left without a column
         kept = np.flatnonzero(sig)
         W = params["W"][n].astype(np.float64)
-        U, _, Vt = np.linalg.svd(_omega(params, n))
-        n_weak = P - H
-        share_u.append(_principal_cos(U[:, kept], W[:, q[weak]], n_weak).min())
-        share_v.append(_principal_cos(Vt[kept].T, W[:, k[weak]], n_weak).min())
+        U, _, Vt = np.linalg.svd(_omega(params, n))  # float64, for the principal angles
+        share_u.append(_principal_cos(U[:, kept], W[:, q[weak]], P - H).min())
+        share_v.append(_principal_cos(Vt[kept].T, W[:, k[weak]], P - H).min())
         weak_max.append(float(np.minimum(cu[q[weak]][:, sig].max(1),
                                          cv[k[weak]][:, sig].max(1)).max()))
     rows = [row("appendix_e", f"H={H}, {P} pairs: the {APPENDIX_E_STRONG} strongest keep "

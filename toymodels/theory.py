@@ -59,7 +59,7 @@ def sin_bound(Sigma) -> float:
     for every x; min(1, ε/(1−ε)), so 1 (no information) from ε = 1/2 on."""
     alpha, e = anisotropy(Sigma)
     eps = e / alpha
-    return float(min(1.0, eps / (1 - eps))) if eps < 1 else 1.0
+    return float(eps / (1 - eps)) if eps < 0.5 else 1.0
 
 
 def sin_angle(a, b) -> float:
