@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from toymodels.analysis import DEFAULT_REL_TOL
-from toymodels.metrics import _head_rows, analyze
+from toymodels.analysis.svd import DEFAULT_REL_TOL
+from toymodels.analysis.alignment import _head_rows, analyze
 
 N_FEATURES = 64
 TEMPLATE = tuple((i, i + 8, 1.0 - 0.1 * i) for i in range(8))

@@ -7,7 +7,7 @@ usage: toymodels theory --quick --out runs/theory-quick     (trains; about 12 mi
 import argparse
 from pathlib import Path
 
-from toymodels.verify import draw_figures
+from toymodels.theory.runner import draw_figures
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--theory", default="runs/theory-quick", type=Path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from toymodels import load_run
-from toymodels.analysis import dense_qk_svd
+from toymodels.analysis.svd import dense_qk_svd
 from toymodels.cli import main
 
 TINY = ["--set", "batch_size=32", "--set", "chunk_steps=15", "--steps", "30", "--no-progress"]

@@ -3,7 +3,7 @@ import pytest
 
 from toymodels.config import make_instances, preset
 from toymodels.dynamics import first_crossings, record_steps
-from toymodels.metrics import analyze
+from toymodels.analysis.alignment import analyze
 from toymodels.train import train
 
 TINY = preset("single-pair").replace(N=6, D=4, H=3, m=4, batch_size=32, steps=60,

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import theory
+from toymodels.theory import closed_form as theory
 from toymodels.config import ToyConfig, make_instances
-from toymodels.data import sample_batch, second_moment, template_matrix
+from toymodels.tasks.toy import sample_batch, second_moment, template_matrix
 from toymodels.train import init_states, train
 
 seeds = st.integers(0, 2**31 - 1)

@@ -10,9 +10,9 @@ from toymodels.store import LoadedRun, load_run
 
 
 def analyze(*args, **kwargs):
-    """Alignment metrics of every head: see toymodels.metrics.analyze. (Imported on
+    """Alignment metrics of every head: see toymodels.analysis.alignment.analyze. (Imported on
     first use, so `import toymodels` and the CLI's input checks do not load JAX.)"""
-    from toymodels.metrics import analyze as _analyze
+    from toymodels.analysis.alignment import analyze as _analyze
     return _analyze(*args, **kwargs)
 
 __all__ = ["PRESETS", "AnalysisInputError", "ConfigError", "Instance", "LoadedRun",

@@ -166,7 +166,7 @@ def _run(args) -> int:
 def _analyze(args) -> int:
     from pathlib import Path
 
-    from toymodels.analysis import DEFAULT_REL_TOL
+    from toymodels.analysis.svd import DEFAULT_REL_TOL
     from toymodels.config import parse_template
 
     path = Path(args.path)
@@ -188,7 +188,7 @@ def _analyze(args) -> int:
         template = parse_template(args.template)
         axes = tuple(a.strip() for a in args.axes.split(",")) if args.axes else None
         out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
-        from toymodels.metrics import analyze
+        from toymodels.analysis.alignment import analyze
         from toymodels.store import write_analysis
         analysis = analyze(features, **weights, template=template, axes=axes,
                            rel_tol=rel_tol, seed=args.seed)
@@ -197,7 +197,7 @@ def _analyze(args) -> int:
                                        "rel_tol": rel_tol, "seed": args.seed})
     else:
         raise AnalysisInputError(f"{path} is neither a run directory nor an .npz file")
-    from toymodels.metrics import heads_overview
+    from toymodels.analysis.alignment import heads_overview
     print(f"wrote {out}/heads.csv, pairs.csv, features.csv, arrays.npz")
     print(heads_overview(out / "heads.csv"))
     return 0
@@ -230,7 +230,7 @@ def _sweep(args) -> int:
 def _theory(args) -> int:
     from pathlib import Path
 
-    from toymodels.checks import CHECKS, PROFILES
+    from toymodels.theory.checks import CHECKS, PROFILES
     from toymodels.store import check_out_dir
 
     profile = PROFILES["full" if args.full else "quick"]
@@ -246,7 +246,7 @@ def _theory(args) -> int:
     if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
         raise RunDirError(f"--figures {args.figures} is a file; give a directory")
 
-    from toymodels.verify import draw_figures, run_theory, theory_table
+    from toymodels.theory.runner import draw_figures, run_theory, theory_table
     record = run_theory(profile, out, only=only, overwrite=args.overwrite)
     print(f"theory ({profile.name}): {record['total_seconds']:.0f} s -> {out}/theory.csv")
     print(theory_table(record["rows"]))

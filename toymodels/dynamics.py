@@ -13,7 +13,7 @@ leaves the device until the chunk ends.
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.analysis import (DEFAULT_REL_TOL, feature_cosines, feature_geometry, qk_svd,
+from toymodels.analysis.svd import (DEFAULT_REL_TOL, feature_cosines, feature_geometry, qk_svd,
                                 significant)
 from toymodels.config import ToyConfig
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.analysis import DEFAULT_REL_TOL
+from toymodels.analysis.svd import DEFAULT_REL_TOL
 from toymodels.config import Instance, ToyConfig
 from toymodels.dynamics import first_crossings
-from toymodels.metrics import HeadAnalysis, analyze
+from toymodels.analysis.alignment import HeadAnalysis, analyze
 from toymodels.store import (check_out_dir, git_commit, staged, versions, write_analysis,
                              write_json)
 from toymodels.train import TrainResult, train

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from toymodels.config import Instance, ToyConfig
 from toymodels.errors import ConfigError
 from toymodels.dynamics import make_recorder, record_steps
-from toymodels.data import importance_weights, sample_batch, template_matrix
-from toymodels.model import ToyModel, attention_loss, reconstruction_loss
+from toymodels.tasks.toy import importance_weights, sample_batch, template_matrix
+from toymodels.models.toy import ToyModel
+from toymodels.tasks.toy import attention_loss, reconstruction_loss
 
 PARAM_NAMES = ("W", "b", "W_Q", "W_K")
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toymodels import theory
+from toymodels.theory import closed_form as theory
 from toymodels.config import ToyConfig, make_instances, many_pairs, preset
-from toymodels.data import second_moment, template_matrix
-from toymodels.analysis import DEFAULT_REL_TOL, significant
+from toymodels.tasks.toy import second_moment, template_matrix
+from toymodels.analysis.svd import DEFAULT_REL_TOL, significant
 from toymodels.run import analyze_params
 from toymodels.train import train
 

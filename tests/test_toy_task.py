@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toymodels.config import ToyConfig
-from toymodels.data import (importance_weights, sample_batch, target_logits,
+from toymodels.tasks.toy import (importance_weights, sample_batch, target_logits,
                             template_matrix)
 
 

@@ -20,6 +20,8 @@ sets have tr(X Xᵀ) = N (unit mean squared norm), so α = N/D. The paper quotes
 
 import numpy as np
 
+from toymodels.tasks.features import anisotropic_features  # noqa: F401  (re-exported)
+
 GPT2_ALPHA = 32.0
 """Assumed α of the paper's GPT-2 features: N/D = 24576/768 for unit-norm SAE features."""
 GPT2_E_RANGE = (10.0, 55.0)
@@ -68,25 +70,6 @@ def sin_angle(a, b) -> float:
     a, b = (np.asarray(v, np.float64) for v in (a, b))
     a_hat = a / np.linalg.norm(a)
     return float(np.linalg.norm(b - (b @ a_hat) * a_hat) / np.linalg.norm(b))
-
-
-def anisotropic_features(rng: np.random.Generator, N: int, D: int, eps: float) -> np.ndarray:
-    """Features X [D, N] with tr(X Xᵀ) = N and ‖E_X‖₂ / α = eps exactly (α = N/D).
-
-    Σ_X has one spike α(1 + eps) along a random direction and α(1 − eps/(D−1)) on the
-    other D − 1 (so the trace stays Dα), as a few dominant directions do in real
-    residual streams. eps = 0 gives a random tight frame (Σ_X = (N/D) I).
-    Needs N >= D and 0 <= eps < D − 1 (beyond that an eigenvalue would be <= 0)."""
-    if N < D:
-        raise ValueError(f"need N >= D for a full-rank frame, got N={N}, D={D}")
-    if not 0 <= eps < D - 1:
-        raise ValueError(f"eps must be in [0, D-1) = [0, {D - 1}), got {eps}")
-    alpha = N / D
-    eig = np.full(D, alpha * (1 - eps / (D - 1)))
-    eig[0] = alpha * (1 + eps)
-    U, _ = np.linalg.qr(rng.standard_normal((D, D)))
-    R, _ = np.linalg.qr(rng.standard_normal((N, D)))  # [N, D], orthonormal columns
-    return U @ np.diag(np.sqrt(eig)) @ R.T
 
 
 def top_pair(Omega) -> tuple[np.ndarray, float, np.ndarray]:

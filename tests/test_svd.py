@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels.analysis import (dense_qk_svd, feature_cosines, ov_svd, principal_cosines,
+from toymodels.analysis.svd import (dense_qk_svd, feature_cosines, ov_svd, principal_cosines,
                                 qk_svd, random_rotations)
 
 

@@ -1,6 +1,6 @@
 """The alignment metrics of every head, as tidy tables (paper-notes §4).
 
-`analyze` runs the jit-compiled core of analysis.py once per circuit over all
+`analyze` runs the jit-compiled core of svd.py once per circuit over all
 heads, then does the host-side part: Hungarian assignments (scipy), summaries
 and rows. Tables:
 
@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
-from toymodels.analysis import DEFAULT_REL_TOL, circuit_core, feature_geometry
+from toymodels.analysis.svd import DEFAULT_REL_TOL, circuit_core, feature_geometry
 from toymodels.errors import AnalysisInputError
 
 AXES = ("instance", "layer", "head")

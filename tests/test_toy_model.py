@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toymodels.model import ToyModel, attention_loss, reconstruction_loss
+from toymodels.models.toy import ToyModel
+from toymodels.tasks.toy import attention_loss, reconstruction_loss
 
 
 def make_model(N, D, H, **params):

@@ -1,4 +1,5 @@
 """The paper's toy model in Flax NNX: a superposition autoencoder with one attention head.
+Its losses belong to the task that defines them (tasks/toy.py).
 
 Shapes (paper-notes notation):
   B batch, m keys per query, N features, D residual dim, H head dim
@@ -11,8 +12,6 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-from toymodels.data import target_logits
 
 
 class ToyModel(nnx.Module):
@@ -38,27 +37,3 @@ class ToyModel(nnx.Module):
 
     def omega(self):  # [D, D]
         return self.W_Q.T @ self.W_K
-
-
-def reconstruction_loss(model: ToyModel, f_q, f_k, importance):
-    """Importance-weighted squared error, summed over features, averaged over all tokens."""
-    tokens = jnp.concatenate([f_q[:, None, :], f_k], axis=1)  # [B, m+1, N]
-    err = (tokens - model.reconstruct(tokens)) ** 2
-    return jnp.mean(err @ importance)
-
-
-def attention_loss(model: ToyModel, f_q, f_k, T, target_scale, kind: str):
-    """Attention loss, averaged over queries.
-
-    'xent': cross-entropy between softmax(target logits) and the head's attention,
-            less the target's entropy (i.e. the KL divergence): same gradients, and
-            0 at a perfect fit, so a reported value reads as "how far from the target".
-    'mse':  squared error between the head's logits and the target logits.
-    """
-    logits = model.attention_logits(f_q, f_k)
-    targets = target_logits(f_q, f_k, T, target_scale)
-    if kind == "mse":
-        return jnp.mean((logits - targets) ** 2)
-    p_target = jax.nn.softmax(targets, axis=-1)
-    kl = p_target * (jax.nn.log_softmax(targets, axis=-1) - jax.nn.log_softmax(logits, axis=-1))
-    return jnp.mean(jnp.sum(kl, axis=-1))

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toymodels import checks, theory
+from toymodels.theory import checks
+from toymodels.theory import closed_form as theory
 from toymodels.cli import main
-from toymodels.data import second_moment, template_matrix
-from toymodels.verify import draw_figures, run_theory
+from toymodels.tasks.toy import second_moment, template_matrix
+from toymodels.theory.runner import draw_figures, run_theory
 
 TINY = checks.Profile("tiny", seeds=2, steps=100, eps=(0.0, 1.72), multi_seeds=1,
                       multi_steps=30, appendix_e_steps=30, eps_steps=100)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.checks import CHECKS, Profile, profile_dict, run_checks
+from toymodels.theory.checks import CHECKS, Profile, profile_dict, run_checks
 from toymodels.store import check_out_dir, git_commit, staged, versions, write_csv, write_json
 
 MARKER = "theory.json"

@@ -1,4 +1,4 @@
-"""Synthetic tokens with planted features (paper-notes §1).
+"""The paper's supervised-attention task (paper-notes §1): tokens, template targets, losses.
 
 Shapes:
   B  batch of queries     m  key tokens per query     N  features
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toymodels.config import ToyConfig
+from toymodels.tasks.features import sample_features, sample_onehot
 
 
 def template_matrix(template, N: int) -> np.ndarray:
@@ -26,19 +27,6 @@ def template_matrix(template, N: int) -> np.ndarray:
 def importance_weights(cfg: ToyConfig) -> np.ndarray:
     """I_i = importance_decay ** i, shape [N]."""
     return (cfg.importance_decay ** np.arange(cfg.N)).astype(np.float32)
-
-
-def sample_features(key, p_active, shape) -> jax.Array:
-    """Features of `shape` (..., N): each active with prob p_active [N], magnitude U[0, 1]."""
-    k_on, k_mag = jax.random.split(key)
-    on = jax.random.uniform(k_on, shape) < jnp.broadcast_to(p_active, shape)
-    magnitude = jax.random.uniform(k_mag, shape)
-    return jnp.where(on, magnitude, 0.0)
-
-
-def sample_onehot(key, shape) -> jax.Array:
-    """One-hot tokens of `shape` (..., N): one feature each, uniform, magnitude 1."""
-    return jax.nn.one_hot(jax.random.randint(key, shape[:-1], 0, shape[-1]), shape[-1])
 
 
 def sample_batch(key, p_active, batch_size: int, m: int, tokens: str = "sparse"):
@@ -66,3 +54,27 @@ def second_moment(cfg: ToyConfig) -> np.ndarray:
 def target_logits(f_q, f_k, T, target_scale):
     """t_j = target_scale * f_q^T T f_j, shape [B, m]."""
     return target_scale * jnp.einsum("bn,nk,bjk->bj", f_q, T, f_k)
+
+
+def reconstruction_loss(model, f_q, f_k, importance):
+    """Importance-weighted squared error, summed over features, averaged over all tokens."""
+    tokens = jnp.concatenate([f_q[:, None, :], f_k], axis=1)  # [B, m+1, N]
+    err = (tokens - model.reconstruct(tokens)) ** 2
+    return jnp.mean(err @ importance)
+
+
+def attention_loss(model, f_q, f_k, T, target_scale, kind: str):
+    """Attention loss, averaged over queries.
+
+    'xent': cross-entropy between softmax(target logits) and the head's attention,
+            less the target's entropy (i.e. the KL divergence): same gradients, and
+            0 at a perfect fit, so a reported value reads as "how far from the target".
+    'mse':  squared error between the head's logits and the target logits.
+    """
+    logits = model.attention_logits(f_q, f_k)
+    targets = target_logits(f_q, f_k, T, target_scale)
+    if kind == "mse":
+        return jnp.mean((logits - targets) ** 2)
+    p_target = jax.nn.softmax(targets, axis=-1)
+    kl = p_target * (jax.nn.log_softmax(targets, axis=-1) - jax.nn.log_softmax(logits, axis=-1))
+    return jnp.mean(jnp.sum(kl, axis=-1))

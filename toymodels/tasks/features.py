@@ -1,0 +1,41 @@
+"""Planted features shared by every task: sparse activations and feature frames.
+
+Shapes: N features, D residual dim; activations f [..., N] (sparse, non-negative);
+frames X [D, N] (column x_i is feature i's direction).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sample_features(key, p_active, shape) -> jax.Array:
+    """Features of `shape` (..., N): each active with prob p_active [N], magnitude U[0, 1]."""
+    k_on, k_mag = jax.random.split(key)
+    on = jax.random.uniform(k_on, shape) < jnp.broadcast_to(p_active, shape)
+    magnitude = jax.random.uniform(k_mag, shape)
+    return jnp.where(on, magnitude, 0.0)
+
+
+def sample_onehot(key, shape) -> jax.Array:
+    """One-hot tokens of `shape` (..., N): one feature each, uniform, magnitude 1."""
+    return jax.nn.one_hot(jax.random.randint(key, shape[:-1], 0, shape[-1]), shape[-1])
+
+
+def anisotropic_features(rng: np.random.Generator, N: int, D: int, eps: float) -> np.ndarray:
+    """Features X [D, N] with tr(X Xᵀ) = N and ‖E_X‖₂ / α = eps exactly (α = N/D).
+
+    Σ_X has one spike α(1 + eps) along a random direction and α(1 − eps/(D−1)) on the
+    other D − 1 (so the trace stays Dα), as a few dominant directions do in real
+    residual streams. eps = 0 gives a random tight frame (Σ_X = (N/D) I).
+    Needs N >= D and 0 <= eps < D − 1 (beyond that an eigenvalue would be <= 0)."""
+    if N < D:
+        raise ValueError(f"need N >= D for a full-rank frame, got N={N}, D={D}")
+    if not 0 <= eps < D - 1:
+        raise ValueError(f"eps must be in [0, D-1) = [0, {D - 1}), got {eps}")
+    alpha = N / D
+    eig = np.full(D, alpha * (1 - eps / (D - 1)))
+    eig[0] = alpha * (1 + eps)
+    U, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    R, _ = np.linalg.qr(rng.standard_normal((N, D)))  # [N, D], orthonormal columns
+    return U @ np.diag(np.sqrt(eig)) @ R.T
