@@ -12,6 +12,8 @@ compile or touches a run directory.
 import dataclasses
 from dataclasses import dataclass
 
+from toymodels.config_transformer import (TRANSFORMER_BATCHED_FIELDS, TRANSFORMER_PRESETS,
+                                          TransformerConfig, make_transformer_instances)
 from toymodels.errors import ConfigError
 
 Pair = tuple[int, int, float]
@@ -219,7 +221,11 @@ PRESETS: dict[str, ToyConfig] = {
 }
 
 
-def preset(name: str) -> ToyConfig:
+# Toy transformers (config_transformer.py) share the one preset namespace.
+PRESETS.update(TRANSFORMER_PRESETS)
+
+
+def preset(name: str) -> "ToyConfig | TransformerConfig":
     try:
         return PRESETS[name]
     except KeyError:
@@ -230,12 +236,12 @@ def preset(name: str) -> ToyConfig:
 # ---- parsing text overrides (--set key=value) -------------------------------------
 
 
-def parse_value(name: str, text: str):
-    """Parse one `--set` value for field `name` from text, by the field's type."""
-    if name not in field_names():
-        raise ConfigError(f"unknown config field {name!r}; known fields: "
-                          + ", ".join(field_names()))
-    field_type = {f.name: f.type for f in dataclasses.fields(ToyConfig)}[name]
+def parse_value(name: str, text: str, config_class=ToyConfig):
+    """Parse one `--set` value for field `name` of config_class from text, by its type."""
+    fields = {f.name: f.type for f in dataclasses.fields(config_class)}
+    if name not in fields:
+        raise ConfigError(f"unknown config field {name!r}; known fields: " + ", ".join(fields))
+    field_type = fields[name]
     text = text.strip()
     try:
         if field_type is int:
@@ -253,6 +259,12 @@ def parse_value(name: str, text: str):
             return parts[0] if len(parts) == 1 else tuple(parts)
         if name == "template":
             return parse_template(text)
+        if name == "pairs":  # a transformer's planted pairs, like a template
+            return parse_template(text)
+        if name == "value_features":
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        if name == "value_gains":
+            return tuple(float(v) for v in text.split(",") if v.strip())
     except ConfigError:
         raise
     except ValueError:
@@ -284,7 +296,7 @@ def apply_overrides(cfg: ToyConfig, assignments: list[str]) -> ToyConfig:
         if "=" not in assignment:
             raise ConfigError(f"--set {assignment!r} must look like key=value")
         key, text = assignment.split("=", 1)
-        changes[key.strip()] = parse_value(key.strip(), text)
+        changes[key.strip()] = parse_value(key.strip(), text, type(cfg))
     return cfg.replace(**changes)
 
 
@@ -335,6 +347,9 @@ def make_instances(cfg: ToyConfig, seeds, vary: dict | None = None) -> list[Inst
     """
     import itertools
 
+    if isinstance(cfg, TransformerConfig):
+        return make_transformer_instances(cfg, seeds, vary)
+
     vary = dict(vary or {})
     for name, values in vary.items():
         if name not in BATCHED_FIELDS:
@@ -363,8 +378,9 @@ def parse_vary(assignments: list[str]) -> dict:
         if "=" not in assignment:
             raise ConfigError(f"--vary {assignment!r} must look like key=v1,v2,...")
         key, text = (s.strip() for s in assignment.split("=", 1))
-        if key not in BATCHED_FIELDS:
-            raise ConfigError(f"--vary {key}: only {', '.join(BATCHED_FIELDS)} can differ "
+        if key not in BATCHED_FIELDS + TRANSFORMER_BATCHED_FIELDS:
+            raise ConfigError(f"--vary {key}: only {', '.join(BATCHED_FIELDS)} (toy) or "
+                              f"{', '.join(TRANSFORMER_BATCHED_FIELDS)} (transformer) can differ "
                               "between instances of one run (other fields change shapes)")
         try:
             vary[key] = [float(v) for v in text.split(",") if v.strip()]

@@ -153,3 +153,59 @@ def plot_appendix_e(data: dict, out_path, seed_index: int = 0):
         ax.legend(fontsize=7, frameon=False)
         fig.savefig(out_path)
         plt.close(fig)
+
+
+# ---- toy transformers (from a run directory's summary.json and dynamics.npz) --------
+
+
+def plot_transformer_run(run_dir, out_path):
+    """Left: every head of every instance, its attention accuracy beside its QK and OV
+    alignment (Hungarian-matched, min of both sides) and the QK random-rotation baseline.
+    Right: through training, the best head's attention accuracy against its QK and OV
+    alignment (the transformer's Figure 3)."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    columns = ("accuracy", "qk_matched", "qk_baseline", "ov_matched")
+    labels, grid = [], []
+    for inst in summary["instances"]:
+        for h in inst["heads"]:
+            labels.append(f"seed {inst['seed']} · L{h['layer']}H{h['head']}")
+            grid.append([np.nan if h[c] is None else h[c] for c in columns])
+    grid = np.array(grid)
+    dyn_path = run_dir / "dynamics.npz"
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(10, max(3.2, 0.22 * len(labels) + 1)),
+                                 layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
+        ax = axes[0]
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                       interpolation="nearest")
+        ax.set_xticks(range(len(columns)), ["attention\naccuracy", "QK |cos|\nmatched",
+                                            "QK rotated\nbaseline", "OV |cos|\nmatched"])
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+        for (r, c), v in np.ndenumerate(grid):
+            ax.text(c, r, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                    fontsize=5.5, color="white" if v < 0.6 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+        ax.set_title(f"{summary['preset']}: every head after training")
+        ax = axes[1]
+        if dyn_path.exists():
+            with np.load(dyn_path, allow_pickle=False) as d:
+                steps, acc, qk, ov = d["steps"], d["accuracy"], d["qk_cos"], d["ov_cos"]
+            for n, inst in enumerate(summary["instances"]):
+                b = inst["solving_head"]
+                at = (n, slice(None), b["layer"], b["head"])
+                kw = {"lw": 0.9, "alpha": 0.8}
+                ax.semilogx(steps, acc[at], color="tab:blue", **kw,
+                            label="attention accuracy" if n == 0 else None)
+                ax.semilogx(steps, qk[at], color="tab:orange", ls="--", **kw,
+                            label="QK alignment (best k)" if n == 0 else None)
+                ax.semilogx(steps, ov[at], color="tab:green", ls=":", **kw,
+                            label="OV alignment (best k)" if n == 0 else None)
+            ax.set_xlabel("training step")
+            ax.set_ylim(0, 1.02)
+            ax.set_title("best head of each instance, through training")
+            ax.legend(loc="lower right", frameon=False)
+        else:
+            ax.axis("off")
+        fig.savefig(out_path)
+        plt.close(fig)

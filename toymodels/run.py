@@ -60,50 +60,96 @@ def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],
     }
 
 
-def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
+def run(preset_name: str, cfg, instances: list, out_dir, *,
         overwrite: bool = False, progress: bool = True) -> dict:
     """Train, analyse and store one run in out_dir; returns its summary."""
     out = check_out_dir(out_dir, overwrite)  # before any work
     t0 = time.perf_counter()
     result = train(cfg, instances, progress=progress, desc=preset_name)
     train_s = time.perf_counter() - t0
-    analysis = analyze_params(cfg, result.params)
-    summary = build_summary(preset_name, cfg, instances, result, analysis)
+    if is_transformer(cfg):
+        summary, analysis, arrays = transformer_record(preset_name, cfg, instances, result)
+    else:
+        analysis = analyze_params(cfg, result.params)
+        summary = build_summary(preset_name, cfg, instances, result, analysis)
+        arrays = {"singular_values": analysis.arrays["qk_S"],
+                  "cos_u": analysis.arrays["qk_cos_u"], "cos_v": analysis.arrays["qk_cos_v"]}
 
     with staged(out) as staging:
         write_json(staging / "summary.json", summary)
         np.savez(staging / "params.npz", **result.params)
         np.savez(staging / "curves.npz", **result.curves)
-        np.savez(staging / "analysis.npz", singular_values=analysis.arrays["qk_S"],
-                 cos_u=analysis.arrays["qk_cos_u"], cos_v=analysis.arrays["qk_cos_v"])
+        np.savez(staging / "analysis.npz", **arrays)
         if result.dynamics is not None:
             np.savez(staging / "dynamics.npz", **result.dynamics)
         write_analysis(staging / "analysis", analysis, analysis_meta(out, cfg))
         # Timing varies between identical runs, so it stays out of summary.json.
         write_json(staging / "timing.json", {"train_seconds": train_s,
                                              "instances": len(instances), "steps": cfg.steps})
-        from toymodels.plots import plot_alignment  # matplotlib loads only when drawing
-        plot_alignment(staging, staging / "alignment.png")
+        # matplotlib loads only when drawing
+        if is_transformer(cfg):
+            from toymodels.plots import plot_transformer_run
+            plot_transformer_run(staging, staging / "alignment.png")
+        else:
+            from toymodels.plots import plot_alignment
+            plot_alignment(staging, staging / "alignment.png")
     return summary
 
 
-def analysis_meta(run_dir, cfg: ToyConfig, rel_tol: float = DEFAULT_REL_TOL,
-                  seed: int = 0) -> dict:
-    return {"source": "run", "run": str(Path(run_dir).name),
-            "template": cfg.to_dict()["template"], "rel_tol": rel_tol, "seed": seed}
+def is_transformer(cfg) -> bool:
+    return getattr(cfg, "family", "toy") == "transformer"
+
+
+def transformer_record(preset_name: str, cfg, instances, result):
+    """(summary, analysis tables, arrays) of a toy-transformer run."""
+    from toymodels.families import transformer as family
+    from toymodels.run_transformer import build_instances, head_records
+
+    evaluation = family.evaluate(cfg, result.params, instances)
+    analysis = family.analyze_params(cfg, result.params)
+    heads = head_records(cfg, result.params, analysis, evaluation["accuracy"])
+    window = min(FINAL_LOSS_WINDOW, cfg.steps)
+    summary = {"family": "transformer", "preset": preset_name, "config": cfg.to_dict(),
+               "final_loss_window": window, "solved_accuracy": family.SOLVED_ACCURACY,
+               "versions": versions(), "git_commit": git_commit(),
+               "instances": build_instances(cfg, instances, result, heads, evaluation, window)}
+    arrays = {"accuracy": evaluation["accuracy"],
+              **{f"{c}_{k}": analysis.arrays[f"{c}_{k}"] for c in ("qk", "ov")
+                 for k in ("S", "cos_u", "cos_v")}}
+    if cfg.positions == "rope":
+        offsets = family.rope_offsets(cfg, result.params)
+        arrays |= {f"rope_{k}": v for k, v in offsets.items()}
+    return summary, analysis, arrays
+
+
+def analysis_meta(run_dir, cfg, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> dict:
+    if is_transformer(cfg):
+        templates = {"template": [list(p) for p in cfg.qk_template],
+                     "ov_template": [list(p) for p in cfg.ov_template]}
+    else:
+        templates = {"template": cfg.to_dict()["template"]}
+    return {"source": "run", "run": str(Path(run_dir).name), **templates,
+            "rel_tol": rel_tol, "seed": seed}
 
 
 def reanalyze(run_dir, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> Path:
     """Recompute a stored run's full metric set into run_dir/analysis (no retraining)."""
     from toymodels.store import load_run
     loaded = load_run(run_dir)
-    return write_analysis(Path(run_dir) / "analysis",
-                          analyze_params(loaded.config, loaded.params, rel_tol, seed),
+    if is_transformer(loaded.config):
+        from toymodels.families import transformer as family
+        analysis = family.analyze_params(loaded.config, loaded.params, rel_tol, seed)
+    else:
+        analysis = analyze_params(loaded.config, loaded.params, rel_tol, seed)
+    return write_analysis(Path(run_dir) / "analysis", analysis,
                           analysis_meta(run_dir, loaded.config, rel_tol, seed))
 
 
 def summary_table(summary: dict) -> str:
     """A short fixed-width table: one row per instance."""
+    if summary.get("family") == "transformer":
+        from toymodels.run_transformer import summary_table as transformer_table
+        return transformer_table(summary)
     header = (f"{'seed':>4}  {'overrides':<28} {'recon':>8} {'attn':>8} {'σ1':>8} "
               f"{'σ2/σ1':>7} {'pairs':>5} {'min cos_u':>9} {'min cos_v':>9} "
               f"{'align>0.9@':>10} {'interf<0.1@':>11}")

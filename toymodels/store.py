@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from toymodels.config import ToyConfig
+from toymodels.config_transformer import TransformerConfig
 from toymodels.errors import ConfigError, RunDirError
 
 RUN_FILES = ("summary.json", "params.npz", "curves.npz", "analysis.npz")
@@ -110,7 +111,7 @@ def git_commit() -> str | None:
 
 @dataclass
 class LoadedRun:
-    config: ToyConfig
+    config: "ToyConfig | TransformerConfig"
     summary: dict
     params: dict[str, np.ndarray]
     """W [I, D, N], b [I, N], W_Q, W_K [I, H, D]."""
@@ -132,8 +133,9 @@ def load_run(run_dir) -> LoadedRun:
     if missing:
         raise RunDirError(f"{run_dir} is not a toymodels run (missing {', '.join(missing)})")
     summary = json.loads((run_dir / "summary.json").read_text())
+    config_class = TransformerConfig if summary.get("family") == "transformer" else ToyConfig
     try:
-        config = ToyConfig.from_dict(summary["config"])
+        config = config_class.from_dict(summary["config"])
     except (TypeError, KeyError, ConfigError) as e:
         raise RunDirError(f"{run_dir}/summary.json has an unreadable config: {e}") from None
     return LoadedRun(config=config, summary=summary,

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.config import (BATCHED_FIELDS, Instance, ToyConfig, field_names, parse_seeds,
-                              parse_template, preset)
+from toymodels.config import (BATCHED_FIELDS, Instance, ToyConfig, field_names, make_instances,
+                              parse_seeds, parse_template, preset)
+from toymodels.config_transformer import TRANSFORMER_BATCHED_FIELDS, TransformerConfig
 from toymodels.errors import ConfigError
 
 
@@ -47,18 +48,19 @@ class SweepSpec:
     """Axes of equal length whose values advance together."""
 
     def base(self) -> ToyConfig:
-        return preset(self.preset).replace(**{k: _typed(k, v) for k, v in self.set.items()})
+        cfg = preset(self.preset)
+        return cfg.replace(**{k: _typed(k, v, type(cfg)) for k, v in self.set.items()})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"seeds": list(self.seeds)}
 
 
-def _typed(name: str, value):
+def _typed(name: str, value, config_class=ToyConfig):
     """A TOML value as the config field's type (ints for float fields become floats)."""
-    if name not in field_names():
-        raise ConfigError(f"unknown config field {name!r}; known fields: "
-                          + ", ".join(field_names()))
-    kind = {f.name: f.type for f in dataclasses.fields(ToyConfig)}[name]
+    kinds = {f.name: f.type for f in dataclasses.fields(config_class)}
+    if name not in kinds:
+        raise ConfigError(f"unknown config field {name!r}; known fields: " + ", ".join(kinds))
+    kind = kinds[name]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if name == "template":
@@ -68,7 +70,16 @@ def _typed(name: str, value):
             return tuple(tuple(p) if isinstance(p, list) else p for p in value)
     if name == "p_active" and isinstance(value, list):
         return tuple(float(p) for p in value)
+    if name == "pairs" and isinstance(value, list):  # a transformer's planted pairs
+        return tuple(tuple(p) if isinstance(p, list) else p for p in value)
+    if name in ("value_features", "value_gains") and isinstance(value, list):
+        return tuple(value)
     return value
+
+
+def batched_fields(cfg) -> tuple[str, ...]:
+    """The fields that may differ between instances of one compiled program."""
+    return TRANSFORMER_BATCHED_FIELDS if isinstance(cfg, TransformerConfig) else BATCHED_FIELDS
 
 
 def load_spec(path) -> SweepSpec:
@@ -117,11 +128,10 @@ def expand(spec: SweepSpec) -> list[tuple[ToyConfig, Instance]]:
     points = []
     for g in grid:
         for z in zipped:
-            changes = {k: _typed(k, v) for k, v in {**g, **z}.items()}
-            cfg = base.replace(**changes)  # ToyConfig validates values and types
+            changes = {k: _typed(k, v, type(base)) for k, v in {**g, **z}.items()}
+            cfg = base.replace(**changes)  # the config class validates values and types
             for seed in spec.seeds:
-                inst = Instance(seed=int(seed), **{n: getattr(cfg, n) for n in BATCHED_FIELDS})
-                points.append((cfg, inst))
+                points.append((cfg, make_instances(cfg, [seed])[0]))
     if not points:
         raise ConfigError("the sweep has no points")
     return points
@@ -146,7 +156,7 @@ def group_points(points) -> list[Group]:
     """Group by everything but the batched fields, keeping spec order."""
     groups: dict[ToyConfig, Group] = {}
     for cfg, inst in points:
-        key = cfg.replace(**{n: getattr(ToyConfig(), n) for n in BATCHED_FIELDS})
+        key = cfg.replace(**{n: getattr(type(cfg)(), n) for n in batched_fields(cfg)})
         groups.setdefault(key, Group(cfg=key, instances=[])).instances.append(inst)
     return list(groups.values())
 
@@ -159,7 +169,7 @@ PAIR_IDENTITY = ("query_feature", "key_feature", "target")
 
 def run_group(group: Group, progress: bool = True) -> dict:
     """Train and analyse one group; returns its rows, pair rows and statistics."""
-    from toymodels.run import analyze_params
+    from toymodels.families import family_of
     from toymodels.train import make_chunk_fn, train
 
     chunk_fn, _ = make_chunk_fn(group.cfg)
@@ -167,10 +177,27 @@ def run_group(group: Group, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     result = train(group.cfg, group.instances, progress=progress, desc=f"group {group.id}")
     train_seconds = time.perf_counter() - t0
-    diverged_at = [diverged_step(result.curves["recon"][n] + inst.lam * result.curves["attn"][n])
-                   for n, inst in enumerate(group.instances)]
+    family = family_of(group.cfg)
+    diverged_at = [diverged_step(family.divergence_loss(
+        {k: v[n] for k, v in result.curves.items()}, inst))
+        for n, inst in enumerate(group.instances)]
     params = {k: np.where(_instance_mask(v, diverged_at), 0.0, v).astype(np.float32)
               for k, v in result.params.items()}  # a diverged head is not analysed
+    if isinstance(group.cfg, TransformerConfig):
+        from toymodels.run_transformer import sweep_rows
+        rows, pair_rows = sweep_rows(group.id, group.cfg, group.instances, result, params,
+                                     diverged_at)
+    else:
+        rows, pair_rows = _toy_rows(group, result, params, diverged_at)
+    return {"rows": rows, "pairs": pair_rows, "seconds": time.perf_counter() - t0,
+            "train_seconds": train_seconds,
+            "compiles": chunk_fn._cache_size() - compiled_before}
+
+
+def _toy_rows(group: Group, result, params, diverged_at):
+    """One row per instance and one per (instance, attended pair) of a toy-model group."""
+    from toymodels.run import analyze_params
+
     analysis = analyze_params(group.cfg, params)
     heads = {row["instance"]: row for row in analysis.heads}
     rows, pair_rows = [], []
@@ -194,9 +221,7 @@ def run_group(group: Group, progress: bool = True) -> dict:
             pair_rows.append({"group": group.id, "seed": inst.seed, "lam": inst.lam,
                               "learning_rate": inst.learning_rate,
                               "target_scale": inst.target_scale, **pair})
-    return {"rows": rows, "pairs": pair_rows, "seconds": time.perf_counter() - t0,
-            "train_seconds": train_seconds,
-            "compiles": chunk_fn._cache_size() - compiled_before}
+    return rows, pair_rows
 
 
 def _cell(value):
@@ -311,14 +336,18 @@ def sweep_table(out_dir) -> str:
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    lines = [f"{'group':<13}{'N':>4}{'D':>4}{'H':>4}{'m':>4}{'inst':>6}{'sec':>8}{'comp':>5}"
-             f"{'diverged':>9}{'mean min cos':>13}"]
+    transformer = bool(rows) and "best_qk_matched" in rows[0]
+    shape = ("D", "H", "n_layers", "n_heads") if transformer else ("N", "D", "H", "m")
+    metric = "best_qk_matched" if transformer else "min_matched_cos"
+    lines = [f"{'group':<13}" + "".join(f"{k[:8]:>9}" for k in shape) +
+             f"{'inst':>6}{'sec':>8}{'comp':>5}{'diverged':>9}"
+             f"{'mean QK match (best head)' if transformer else 'mean min cos':>26}"]
     for gid in manifest["group_order"]:
         sub = [r for r in rows if r["group"] == gid]
         cfg, stat = manifest["groups"][gid]["config"], manifest["groups"][gid]
-        cos = [r["min_matched_cos"] for r in sub if r.get("min_matched_cos") is not None]
-        lines.append(f"{gid:<13}{cfg['N']:>4}{cfg['D']:>4}{cfg['H']:>4}{cfg['m']:>4}"
+        cos = [r[metric] for r in sub if r.get(metric) is not None]
+        lines.append(f"{gid:<13}" + "".join(f"{cfg[k]:>9}" for k in shape) +
                      f"{len(sub):>6}{stat['seconds']:>8.1f}{stat['compiles']:>5}"
                      f"{sum(r['diverged'] for r in sub):>9}"
-                     f"{(f'{np.mean(cos):.4f}' if cos else '-'):>13}")
+                     f"{(f'{np.mean(cos):.4f}' if cos else '-'):>26}")
     return "\n".join(lines)

@@ -1,4 +1,7 @@
-"""Train many toy models at once: vmap over instances, lax.scan over steps.
+"""Train many models at once: vmap over instances, lax.scan over steps.
+
+One loop for every model family (families/: the paper's toy, toy transformers): a family
+supplies the model, the task's loss, batched hyperparameters and in-training metrics.
 
 Shapes:
   I  instances (the vmapped axis; each has its own seed and batched hyperparameters)
@@ -21,22 +24,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flax import nnx
 from tqdm.auto import tqdm
 
-from toymodels.config import Instance, ToyConfig
+from toymodels.dynamics import record_steps
 from toymodels.errors import ConfigError
-from toymodels.dynamics import make_recorder, record_steps
-from toymodels.tasks.toy import importance_weights, sample_batch, template_matrix
-from toymodels.models.toy import ToyModel
-from toymodels.tasks.toy import attention_loss, reconstruction_loss
-
-PARAM_NAMES = ("W", "b", "W_Q", "W_K")
-
+from toymodels.families import family_of
 
 @dataclass
 class TrainResult:
     params: dict[str, np.ndarray]
     """Trained parameters by name, each with a leading instance axis: W [I, D, N], ..."""
     curves: dict[str, np.ndarray]
-    """Per-step losses 'recon' and 'attn', each [I, steps]."""
+    """Per-step curves named by the family (toy: 'recon', 'attn'), each [I, steps]."""
     dynamics: dict[str, np.ndarray] | None = None
     """If cfg.record_points: 'steps' [R] and per-instance metrics [I, R, ...] (dynamics.py)."""
 
@@ -47,80 +44,65 @@ def instance_keys(seed: int):
     return k_init, k_data
 
 
-def _model_graphdef(cfg: ToyConfig):
-    abstract = nnx.eval_shape(
-        lambda: ToyModel(cfg.N, cfg.D, cfg.H, init_scale=cfg.init_scale, rngs=nnx.Rngs(0)))
+def _model_graphdef(cfg):
+    abstract = nnx.eval_shape(lambda: family_of(cfg).build(cfg, nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract)
     return graphdef
 
 
-def init_states(cfg: ToyConfig, seeds):
+def init_states(cfg, seeds):
     """Model states for each seed, stacked on a leading instance axis."""
-    return _init_fn(cfg.N, cfg.D, cfg.H, cfg.init_scale)(jnp.asarray(seeds, jnp.uint32))
+    return _init_fn(program_key(cfg))(jnp.asarray(seeds, jnp.uint32))
 
 
 @functools.lru_cache(maxsize=16)
-def _init_fn(N: int, D: int, H: int, init_scale: float):
+def _init_fn(cfg):
     def init_one(seed):
         k_init, _ = instance_keys(seed)
-        model = ToyModel(N, D, H, init_scale=init_scale, rngs=nnx.Rngs(params=k_init))
-        return nnx.split(model)[1]
+        return nnx.split(family_of(cfg).build(cfg, nnx.Rngs(params=k_init)))[1]
     return jax.jit(jax.vmap(init_one))
 
 
-def _instance_hparams(cfg: ToyConfig, instances: list[Instance]) -> dict:
+def _instance_hparams(cfg, instances) -> dict:
     """The batched per-instance values, each with a leading [I] axis."""
-    def vector(p):
-        return p if isinstance(p, tuple) else (float(p),) * cfg.N
     return {
-        "lam": jnp.asarray([inst.lam for inst in instances], jnp.float32),
-        "learning_rate": jnp.asarray([inst.learning_rate for inst in instances], jnp.float32),
-        "p_active": jnp.asarray([vector(inst.p_active) for inst in instances], jnp.float32),
-        "target_scale": jnp.asarray([inst.target_scale for inst in instances], jnp.float32),
+        **family_of(cfg).hparams(cfg, instances),
         "steps": jnp.full(len(instances), cfg.steps, jnp.float32),
         "data_key": jax.vmap(lambda s: instance_keys(s)[1])(
             jnp.asarray([inst.seed for inst in instances], jnp.uint32)),
     }
 
 
-def program_key(cfg: ToyConfig) -> ToyConfig:
+def program_key(cfg):
     """cfg with the fields that do not change the compiled program reset: configs with
     equal keys share one compiled training program."""
-    defaults = ToyConfig()
-    return cfg.replace(steps=cfg.chunk_steps, p_active=defaults.p_active,
-                       record_points=min(cfg.record_points, 1), record_spacing="log",
-                       **{name: getattr(defaults, name) for name in
-                          ("lam", "learning_rate", "target_scale")})
+    return family_of(cfg).program_key(cfg)
 
 
-def make_chunk_fn(cfg: ToyConfig):
+def make_chunk_fn(cfg):
     """A jitted function advancing every instance by len(step_ids) steps."""
     return _make_chunk_fn(program_key(cfg))
 
 
 @functools.lru_cache(maxsize=16)
-def _make_chunk_fn(cfg: ToyConfig):
+def _make_chunk_fn(cfg):
+    family = family_of(cfg)
     graphdef = _model_graphdef(cfg)
-    T = jnp.asarray(template_matrix(cfg.template, cfg.N))
-    importance = jnp.asarray(importance_weights(cfg))
     # AdamW at learning rate 1, scaled by each instance's own rate below: optax's
     # adamw is chain(scale_by_adam, add_decayed_weights, scale(-lr)), so this is
     # the same update with lr free to vary across the vmapped axis.
     tx = optax.adamw(1.0, weight_decay=cfg.weight_decay)
+    loss_fn = family.loss_fn(cfg)
 
-    def losses(state, hp, f_q, f_k):
-        model = nnx.merge(graphdef, state)
-        recon = reconstruction_loss(model, f_q, f_k, importance)
-        attn = attention_loss(model, f_q, f_k, T, hp["target_scale"], cfg.attn_loss)
-        return recon + hp["lam"] * attn, (recon, attn)
+    def losses(state, key, hp):
+        return loss_fn(nnx.merge(graphdef, state), key, hp)
 
-    recorder = make_recorder(cfg) if cfg.record_points else None
+    recorder = family.recorder(cfg) if cfg.record_points else None
     # Frozen parameters get no update at all (so no weight decay either).
-    frozen = (() if cfg.train_features else ("W",)) + (() if cfg.train_head else ("W_Q", "W_K"))
+    frozen = family.frozen(cfg)
 
-    def record(state):
-        model = nnx.merge(graphdef, state)
-        return recorder(model.W[...], model.W_Q[...], model.W_K[...])
+    def record(state, hp):
+        return recorder(nnx.merge(graphdef, state), hp)
 
     def step(carry, xs, hp):
         step_id, active, record_now = xs
@@ -136,9 +118,8 @@ def _make_chunk_fn(cfg: ToyConfig):
 
     def train_step(carry, step_id, record_now, hp):
         state, opt_state = carry
-        f_q, f_k = sample_batch(jax.random.fold_in(hp["data_key"], step_id),
-                                hp["p_active"], cfg.batch_size, cfg.m, cfg.tokens)
-        grads, (recon, attn) = jax.grad(losses, has_aux=True)(state, hp, f_q, f_k)
+        key = jax.random.fold_in(hp["data_key"], step_id)
+        grads, outputs = jax.grad(losses, has_aux=True)(state, key, hp)
         updates, opt_state = tx.update(grads, opt_state, state)
         if frozen:
             updates = jax.tree_util.tree_map_with_path(
@@ -146,12 +127,13 @@ def _make_chunk_fn(cfg: ToyConfig):
         lr = hp["learning_rate"] * _schedule(cfg.lr_schedule, step_id, hp["steps"])
         updates = jax.tree.map(lambda u: lr * u, updates)
         state = optax.apply_updates(state, updates)
-        outputs = {"recon": recon, "attn": attn}
+        outputs = dict(outputs)
         if recorder is not None:
             # record_now is shared by all instances, so under vmap this stays a
             # real branch: the metrics cost nothing on steps that are not recorded.
             outputs["metrics"] = jax.lax.cond(
-                record_now, record, lambda s: _zeros_like(jax.eval_shape(record, s)), state)
+                record_now, lambda s: record(s, hp),
+                lambda s: _zeros_like(jax.eval_shape(record, s, hp)), state)
         return (state, opt_state), outputs
 
     def run_instance(state, opt_state, hp, step_ids, active, record_mask):
@@ -181,7 +163,7 @@ def _zeros_like(shapes):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def pad_to_devices(instances: list[Instance]) -> list[Instance]:
+def pad_to_devices(instances: list) -> list:
     """Repeat the last instance until the count divides the local device count (the
     copies are dropped after training; instances never interact)."""
     n_dev = jax.local_device_count()
@@ -198,19 +180,22 @@ def shard_instances(tree):
     return jax.device_put(tree, sharding)
 
 
-def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
+def train(cfg, instances: list, *, progress: bool = True,
           desc: str = "train", init: dict | None = None) -> TrainResult:
     """Train every instance for cfg.steps steps as one compiled program.
 
     init: optional starting values by parameter name, each [I, ...] (e.g. fixed
-    features W [I, D, N] with cfg.train_features=False); the rest start from the seed."""
+    features W [I, D, N] with cfg.train_features=False); the rest start from the seed
+    (or from the family's host_init, e.g. a transformer's fixed embedding frame)."""
     chunk_fn, init_opt = make_chunk_fn(cfg)
     n_real = len(instances)
+    init = {**family_of(cfg).host_init(cfg, instances), **(init or {})}
     instances = pad_to_devices(instances)
     state = init_states(cfg, [inst.seed for inst in instances])
-    for name, value in (init or {}).items():
-        if name not in PARAM_NAMES:
-            raise ConfigError(f"init[{name!r}]: not a parameter; give one of {PARAM_NAMES}")
+    names = tuple(nnx.to_pure_dict(state))
+    for name, value in init.items():
+        if name not in names:
+            raise ConfigError(f"init[{name!r}]: not a parameter; give one of {names}")
         value = np.asarray(value, np.float32)
         expected = (n_real,) + state[name].shape[1:]
         if value.shape != expected:
@@ -228,7 +213,7 @@ def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
     all_steps = np.arange(padded_steps)
     active = all_steps < cfg.steps
     record_mask = np.isin(all_steps + 1, recorded) & active
-    recon_chunks, attn_chunks, metric_chunks = [], [], []
+    curve_chunks, metric_chunks = [], []
     bar = tqdm(total=cfg.steps, desc=f"{desc} ({n_real} instances)",
                unit="step", disable=None if progress else True)  # None: off when not a terminal
     start = 0
@@ -239,21 +224,21 @@ def train(cfg: ToyConfig, instances: list[Instance], *, progress: bool = True,
                                          jnp.asarray(active[window]),
                                          jnp.asarray(record_mask[window]))
         keep = active[window]
-        recon_chunks.append(np.asarray(out["recon"])[:n_real, keep])  # waits for the chunk
-        attn_chunks.append(np.asarray(out["attn"])[:n_real, keep])
-        if "metrics" in out and record_mask[window].any():
+        metrics = out.pop("metrics", None)
+        curve_chunks.append({k: np.asarray(v)[:n_real, keep]  # waits for the chunk
+                             for k, v in out.items()})
+        if metrics is not None and record_mask[window].any():
             metric_chunks.append({k: np.asarray(v)[:n_real, record_mask[window]]
-                                  for k, v in out["metrics"].items()})
+                                  for k, v in metrics.items()})
         with np.errstate(invalid="ignore"):
-            bar.set_postfix(recon=f"{np.nanmean(recon_chunks[-1][:, -1]):.4f}",
-                            attn=f"{np.nanmean(attn_chunks[-1][:, -1]):.4f}")
+            bar.set_postfix({k: f"{np.nanmean(v[:, -1]):.4f}"
+                             for k, v in curve_chunks[-1].items()})
         bar.update(int(keep.sum()))
     bar.close()
 
-    pure = nnx.to_pure_dict(state)
-    params = {name: np.asarray(pure[name])[:n_real] for name in PARAM_NAMES}
-    curves = {"recon": np.concatenate(recon_chunks, axis=1),
-              "attn": np.concatenate(attn_chunks, axis=1)}
+    params = {name: np.asarray(value)[:n_real]
+              for name, value in nnx.to_pure_dict(state).items()}
+    curves = {k: np.concatenate([c[k] for c in curve_chunks], axis=1) for k in curve_chunks[0]}
     dynamics = None
     if cfg.record_points:
         dynamics = {"steps": recorded, **{k: np.concatenate([c[k] for c in metric_chunks], 1)

@@ -34,7 +34,8 @@ from scipy.stats import spearmanr
 from toymodels.analysis.svd import DEFAULT_REL_TOL, circuit_core, feature_geometry
 from toymodels.errors import AnalysisInputError
 
-AXES = ("instance", "layer", "head")
+AXES = ("instance", "layer", "head", "offset")
+"""Names of leading head axes; "offset" is the query–key offset δ of a RoPE head's Ω_δ."""
 
 
 @dataclasses.dataclass
@@ -50,7 +51,7 @@ class HeadAnalysis:
 
 def _lead_axes(shape_lead, axes):
     if axes is None:
-        axes = AXES[len(AXES) - len(shape_lead):] if len(shape_lead) <= 3 else None
+        axes = AXES[3 - len(shape_lead):3] if len(shape_lead) <= 3 else None
     if axes is None or len(axes) != len(shape_lead):
         raise AnalysisInputError(
             f"weights have {len(shape_lead)} leading axes {tuple(shape_lead)}; name them "
@@ -70,12 +71,15 @@ def _check(W, factors, template):
 
 
 def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
-            axes=None, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> HeadAnalysis:
+            ov_template=(), axes=None, rel_tol: float = DEFAULT_REL_TOL,
+            seed: int = 0) -> HeadAnalysis:
     """Analyse QK (if W_Q, W_K given) and OV (if W_V, W_O given) of every head.
 
     features: W [D, N], or [*prefix, D, N] for one dictionary per index of the
     leading head axes' prefix (e.g. per instance). template: attended pairs
-    (query_feature, key_feature, target), for the QK circuit.
+    (query_feature, key_feature, target), for the QK circuit. ov_template: the same
+    for OV = W_O W_V, as (output_feature, input_feature, gain): the output feature is
+    compared with the left singular vectors u, the input (value) feature with v.
     """
     W = np.asarray(features, np.float32)
     if W.ndim < 2:
@@ -97,7 +101,8 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     if not circuits:
         raise AnalysisInputError("give W_Q and W_K, or W_V and W_O, or all four")
     # W_Q, W_K, W_V are [..., H, D]; W_O is [..., D, H].
-    _check(W, [(name, a, -2 if name == "W_O" else -1) for name, a in given.items()], template)
+    _check(W, [(name, a, -2 if name == "W_O" else -1) for name, a in given.items()],
+           tuple(template) + tuple(ov_template))
     lead = next(iter(circuits.values()))[0].shape[:-2]
     for name, (A, B) in circuits.items():
         if A.shape != B.shape or A.shape[:-2] != lead:
@@ -110,23 +115,24 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
                                  f"prefix of the heads' leading axes {lead}")
     W_b = W.reshape(prefix + (1,) * (len(lead) - len(prefix)) + W.shape[-2:])
 
+    templates = {"qk": tuple(template), "ov": tuple(ov_template)}
     query_set = tuple(dict.fromkeys(i for i, _, _ in template))
     key_set = tuple(dict.fromkeys(j for _, j, _ in template))
     arrays, heads, pairs = {}, [], []
     for c_index, (name, (A, B)) in enumerate(circuits.items()):
-        use_template = name == "qk" and bool(template)
+        circuit_template = templates[name]
+        c_query = tuple(dict.fromkeys(i for i, _, _ in circuit_template))
+        c_key = tuple(dict.fromkeys(j for _, j, _ in circuit_template))
         core = circuit_core(jnp.asarray(A), jnp.asarray(B), jnp.asarray(W_b),
                             jax.random.fold_in(jax.random.key(seed), c_index),
-                            query_set=query_set if use_template else (),
-                            key_set=key_set if use_template else (), rel_tol=rel_tol)
+                            query_set=c_query, key_set=c_key, rel_tol=rel_tol)
         core = {k: np.asarray(v) for k, v in core.items()}
         for k in ("S", "cos_u", "cos_v"):
             arrays[f"{name}_{k}"] = core[k]
         for idx in np.ndindex(*lead):
             where = dict(zip(axes, idx))
             head = {k: v[idx] for k, v in core.items()}
-            row, pair_rows = _head_rows(head, template if use_template else (),
-                                        query_set, key_set, W.shape[-1])
+            row, pair_rows = _head_rows(head, circuit_template, c_query, c_key, W.shape[-1])
             heads.append({**where, "circuit": name, **row})
             pairs.extend({**where, "circuit": name, **p} for p in pair_rows)
 

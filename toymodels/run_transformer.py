@@ -1,0 +1,149 @@
+"""A toy-transformer run's record: which head solves the task, and how well it aligns.
+
+Per instance: the task loss, each head's attention accuracy on the instance's evaluation
+batch, the head that solves the task (found from the accuracies, never assumed), and for
+every head its Hungarian-matched QK alignment with the planted pairs and OV alignment
+with the value features, beside the range that random rotations of the head's own
+singular bases give (the random-rotation baseline).
+"""
+
+import numpy as np
+
+from toymodels.families import transformer as family
+from toymodels.families.transformer import SOLVED_ACCURACY
+
+HEAD_KEYS = ("qk_matched", "qk_cos_query_u", "qk_cos_key_v", "qk_baseline", "qk_baseline_low",
+             "qk_baseline_high", "ov_matched", "ov_cos_u", "ov_cos_v", "qk_sigma_1",
+             "ov_sigma_1", "qk_n_significant", "ov_n_significant", "qk_span_query",
+             "qk_span_key")
+
+
+def head_records(cfg, params, analysis, accuracy) -> list[list[dict]]:
+    """Per instance, per (layer, head): accuracy, alignment and baseline numbers."""
+    rows = {(r["instance"], r["layer"], r["head"], r["circuit"]): r for r in analysis.heads}
+    pairs = {}
+    for p in analysis.pairs:
+        pairs.setdefault((p["instance"], p["layer"], p["head"], p["circuit"]), []).append(p)
+    W_Q = np.asarray(family.head_factors(cfg, params["W_Q"]))
+    features = family.features_of(cfg, params)  # [I, L, D, N]
+    records = []
+    for n in range(accuracy.shape[0]):
+        heads = []
+        for layer in range(cfg.n_layers):
+            for head in range(cfg.n_heads):
+                at = (n, layer, head)
+                qk, ov = rows[at + ("qk",)], rows[at + ("ov",)]
+                low, high = family.baseline_range(features[n, layer], W_Q[at], params["W_K"][at],
+                                                  cfg.qk_template, seed=n)
+                heads.append({
+                    "layer": layer, "head": head, "accuracy": float(accuracy[at]),
+                    "qk_matched": _matched(pairs.get(at + ("qk",), [])),
+                    "qk_cos_query_u": qk["mean_cos_query_u"], "qk_cos_key_v": qk["mean_cos_key_v"],
+                    "qk_baseline": _matched(pairs.get(at + ("qk",), []), "baseline_"),
+                    "qk_baseline_low": low, "qk_baseline_high": high,
+                    "ov_matched": _matched(pairs.get(at + ("ov",), [])),
+                    "ov_cos_u": ov["mean_cos_query_u"], "ov_cos_v": ov["mean_cos_key_v"],
+                    "qk_sigma_1": qk["sigma_1"], "ov_sigma_1": ov["sigma_1"],
+                    "qk_n_significant": qk["n_significant"],
+                    "qk_span_query": qk.get("principal_cos_query_min"),
+                    "qk_span_key": qk.get("principal_cos_key_min"),
+                    "ov_n_significant": ov["n_significant"]})
+        records.append(heads)
+    return records
+
+
+def _matched(pair_rows, prefix=""):
+    """Mean over pairs of min(|cos| query side, |cos| key side) under the Hungarian match;
+    a pair without a significant singular index counts 0."""
+    if not pair_rows:
+        return None
+    vals = [min(p[f"{prefix}cos_query_u"], p[f"{prefix}cos_key_v"])
+            if p["sv_index"] is not None and p[f"{prefix}cos_query_u"] is not None else 0.0
+            for p in pair_rows]
+    return float(np.mean(vals))
+
+
+def build_instances(cfg, instances, result, heads, evaluation, window: int) -> list[dict]:
+    records = []
+    for n, inst in enumerate(instances):
+        best = max(heads[n], key=lambda h: h["accuracy"])
+        solving = [h for h in heads[n] if h["accuracy"] >= SOLVED_ACCURACY]
+        record = {
+            "seed": inst.seed,
+            "overrides": inst.overrides(),
+            "final_loss": {name: float(np.mean(curve[n, -window:]))
+                           for name, curve in result.curves.items()},
+            "eval_task_loss": float(evaluation["task_loss"][n]),
+            "solved": bool(solving),
+            "solving_head": {"layer": best["layer"], "head": best["head"]},
+            "solving_heads": [{"layer": h["layer"], "head": h["head"]} for h in solving],
+            "heads": heads[n],
+        }
+        records.append(record)
+    return records
+
+
+def summary_table(summary: dict) -> str:
+    """One row per instance: the best head, its alignment, and the other heads'."""
+    header = (f"{'seed':>4} {'task loss':>9} {'best':>5} {'acc':>6} {'QK cos_u':>8} "
+              f"{'QK cos_v':>8} {'QK match':>8} {'OV match':>8} {'solving':>7}  "
+              f"{'other heads: QK match [baseline 5–95%]':<40}")
+    lines = [header, "-" * len(header)]
+    for inst in summary["instances"]:
+        b = inst["solving_head"]
+        best = next(h for h in inst["heads"]
+                    if (h["layer"], h["head"]) == (b["layer"], b["head"]))
+        others = [h for h in inst["heads"] if h is not best]
+        other_text = "; ".join(f"{h['layer']}.{h['head']} {_f(h['qk_matched'])} "
+                               f"[{h['qk_baseline_low']:.2f}–{h['qk_baseline_high']:.2f}]"
+                               for h in others) or "-"
+        lines.append(
+            f"{inst['seed']:>4} {inst['final_loss']['task']:>9.4f} "
+            f"{b['layer']}.{b['head']:<3} {best['accuracy']:>6.3f} {_f(best['qk_cos_query_u']):>8} "
+            f"{_f(best['qk_cos_key_v']):>8} {_f(best['qk_matched']):>8} "
+            f"{_f(best['ov_matched']):>8} {len(inst['solving_heads']):>7}  {other_text:<40.80}")
+    return "\n".join(lines)
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def sweep_rows(group_id: str, cfg, instances, result, params, diverged_at):
+    """A sweep group's tables: one row per instance (config, losses, the best head's
+    accuracy and alignment, the other heads'), one per (instance, layer, head, circuit,
+    planted pair)."""
+    import json
+
+    from toymodels.config_transformer import TRANSFORMER_BATCHED_FIELDS, transformer_field_names
+
+    evaluation = family.evaluate(cfg, params, instances)
+    analysis = family.analyze_params(cfg, params)
+    heads = head_records(cfg, params, analysis, evaluation["accuracy"])
+    rows, pair_rows = [], []
+    for n, inst in enumerate(instances):
+        own = cfg.replace(**{k: getattr(inst, k) for k in TRANSFORMER_BATCHED_FIELDS})
+        ok = diverged_at[n] is None
+        best = max(heads[n], key=lambda h: h["accuracy"])
+        others = [h["qk_matched"] for h in heads[n] if h is not best and h["qk_matched"] is not None]
+        row = {"group": group_id, "seed": inst.seed,
+               **{k: (json.dumps(list(v)) if isinstance(v := getattr(own, k), tuple) else v)
+                  for k in transformer_field_names()},
+               "diverged": not ok, "diverged_step": diverged_at[n]}
+        measured = {
+            **{f"final_{k}": float(np.mean(v[n, -100:])) for k, v in result.curves.items()},
+            "eval_task_loss": float(evaluation["task_loss"][n]),
+            "n_solving_heads": sum(h["accuracy"] >= SOLVED_ACCURACY for h in heads[n]),
+            "best_layer": best["layer"], "best_head": best["head"],
+            **{f"best_{k}": best[k] for k in ("accuracy",) + HEAD_KEYS},
+            "other_heads_max_qk_matched": max(others) if others else None}
+        rows.append(row | {k: (v if ok else None) for k, v in measured.items()})
+        for p in (p for p in analysis.pairs if p["instance"] == n):
+            pair = {k: v for k, v in p.items() if k != "instance"}
+            if not ok:
+                pair |= {k: None for k in pair if k not in ("layer", "head", "circuit",
+                                                            "query_feature", "key_feature",
+                                                            "target")}
+            pair_rows.append({"group": group_id, "seed": inst.seed,
+                              **inst.overrides(), **pair})
+    return rows, pair_rows
