@@ -74,6 +74,13 @@ class Checkpoint:
         return self.forward_fn(self, encoded)
 
 
+def _require(package: str) -> None:
+    import importlib.util
+    if importlib.util.find_spec(package) is None:
+        raise CheckpointError(f"reading checkpoints needs {package}: "
+                              "pip install 'toymodels[real]'")
+
+
 def read_config(path: Path) -> dict:
     file = path / "config.json"
     if not file.is_file():
@@ -94,6 +101,7 @@ def read_safetensors(path: Path, strip_prefixes=()) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise CheckpointError(f"{path} has no model.safetensors (other weight formats, "
                               "e.g. pytorch_model.bin, are not read: no PyTorch here)")
+    _require("safetensors")
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
     try:
@@ -138,6 +146,7 @@ def config_int(config: dict, *names, file_hint: str, default=None) -> int:
 def load_tokenizer(path: Path, kind: str):
     """tokenizer.json (padding and truncation switched off: MiniLM's pads to 128), else
     vocab.txt (BERT WordPiece) or vocab.json + merges.txt (GPT-2 byte-level BPE)."""
+    _require("tokenizers")
     from tokenizers import Tokenizer
     try:
         if (path / "tokenizer.json").is_file():
