@@ -40,10 +40,9 @@ def test_planted_head_known_answer():
     assert firing.all()
     top = sad.top_singular_index(result, 0, prompts, 0, T - 1, 2)
     np.testing.assert_array_equal(top, planted)  # the matched singular direction carries it
-    assert (result.pairs["n_recon"][0, prompts, 0, T - 1, 2] == 1).all()
-    assert (result.pairs["n_recon_rot"][0, prompts, 0, T - 1, 2] > 1).all()
-    assert (result.pairs["sparseness"][0, prompts, 0, T - 1, 2]
-            < result.pairs["sparseness_rot"][0, prompts, 0, T - 1, 2]).all()
+    at = lambda name: result.lookup(name, 0, prompts, 0, T - 1, 2)  # noqa: E731
+    assert (at("n_recon") == 1).all() and (at("n_recon_rot") > 1).all()
+    assert (at("sparseness") < at("sparseness_rot")).all()
 
 
 def random_model(L=2, n=3, H=4, D=6, P=3, T=7, seed=1):
@@ -107,14 +106,15 @@ def test_matches_float64_oracle_and_sums_to_rel():
     want = oracle(x, mask, W_Q, W_K, b_Q, b_K, result)
     got = {tuple(int(i) for i in idx): idx for idx in np.argwhere(result.pairs["firing"])}
     assert set(got) == set(want) and len(want) > 20
-    pr = result.pairs
     for key, w in want.items():
         np.testing.assert_allclose(w["c_sum"], w["rel"], rtol=1e-9)
-        np.testing.assert_allclose(pr["rel"][key], w["rel"], rtol=1e-4, atol=1e-4)
-        assert pr["n_recon"][key] == w["n_recon"], key
-        assert pr["n_recon_rot"][key] == w["n_recon_rot"], key  # rotated, computed densely
-        assert pr["top_k"][key] == w["top_k"], key
-        np.testing.assert_allclose(pr["sparseness"][key], w["sparseness"], rtol=1e-3)
+        np.testing.assert_allclose(result.pairs["rel"][key], w["rel"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(result.lookup("rel", *key), w["rel"], rtol=1e-4, atol=1e-4)
+        assert result.lookup("n_recon", *key) == w["n_recon"], key
+        assert result.lookup("n_recon_rot", *key) == w["n_recon_rot"], key  # rotated, dense
+        assert result.lookup("top_k", *key) == w["top_k"], key
+        np.testing.assert_allclose(result.lookup("sparseness", *key), w["sparseness"],
+                                   rtol=1e-3)
 
 
 def test_contributions_sum_to_rel_for_every_firing():
@@ -127,15 +127,21 @@ def test_contributions_sum_to_rel_for_every_firing():
             f = result.pairs["firing"][l]
             np.testing.assert_allclose(c.sum(-1)[f], result.pairs["rel"][l][f],
                                        rtol=1e-4, atol=1e-5)
+    # and pass 2's Σ_k c_k, per firing, equals rel from the logits
+    f = result.firings
+    np.testing.assert_allclose(f["rel"], result.pairs["rel"][f["layer"], f["prompt"], f["head"],
+                                                             f["d"], f["s"]], rtol=1e-4, atol=1e-5)
 
 
 def test_chunking_does_not_change_results():
     x, mask, W_Q, W_K, b_Q, b_K = random_model()
     whole = sad.decompose(x, mask, W_Q, W_K, b_Q, b_K)
     tiny = sad.decompose(x, mask, W_Q, W_K, b_Q, b_K,
-                         options=sad.SadOptions(chunk_elements=200))  # one prompt, one head
+                         options=sad.SadOptions(chunk_elements=10, firing_batch=7))
     for k in sad.PAIR_METRICS:
         np.testing.assert_allclose(tiny.pairs[k], whole.pairs[k], rtol=1e-5, atol=1e-6)
+    for k, v in whole.firings.items():
+        np.testing.assert_allclose(tiny.firings[k], v, rtol=1e-5, atol=1e-6)
 
 
 def test_options_threshold_and_special_tokens():

@@ -7,7 +7,7 @@ Shapes:
   x [L, P, T, D] each layer's attention input;  mask [P, T, T] key s visible to query d
   W_Q, W_K [L, n, H, D];  b_Q, b_K [L, n, H]
   U, V [L, n, D+1, K];  S [L, n, K];  R [L, n, K, K] (rotation control)
-  per-pair metrics [L, P, n, T, T];  contributions c [P, n, T, T, K]
+  per-pair arrays [L, P, n, T, T];  per-firing vectors [F];  c [F, K]
 
 For one head, x̃ = [x; 1] and the augmented factors Ã = [W_Q | b_Q] / H^¼,
 B̃ = [W_K | b_K] / H^¼ give the logit ℓ(d, s) = x̃_dᵀ Ω̃ x̃_s with Ω̃ = Ãᵀ B̃ = Σ_k σ_k u_k v_kᵀ
@@ -23,9 +23,12 @@ B̃ = [W_K | b_K] / H^¼ give the logit ℓ(d, s) = x̃_dᵀ Ω̃ x̃_s with Ω�
   rotated twin  the same with c'_k = (x̃_dᵀ U R)_k (Rᵀ S Vᵀ (x̃_s − mean))_k, R Haar: every
                 score is kept, any alignment of the basis with the inputs is destroyed
 
-Everything runs jit-compiled, batched over prompts, heads and token pairs; prompts and
-heads are split into chunks of at most `chunk_elements` contributions (each chunk one call
-of the same compiled program), so memory stays bounded. Full float32 matmul precision.
+Everything runs jit-compiled, batched over prompts, heads and token pairs, in two passes per
+chunk of prompts: pass 1 computes every pair's attention and rel (P·n·T·(T+K) numbers, the
+chunk sized by `chunk_elements`), pass 2 decomposes only the firings, `firing_batch` at a
+time (sorting K contributions is the costly step, and most pairs do not fire). Each pass is
+one compiled program reused for every chunk, so memory stays bounded. Full float32 matmul
+precision.
 RoPE (one Ω per query–key offset) is not implemented: neither BERT nor GPT-2 uses it.
 """
 
@@ -42,8 +45,10 @@ from toymodels.errors import AnalysisInputError
 RECON_RTOL = 1e-5
 """A prefix reaches rel when its sum is within RECON_RTOL·Σ|c_k| of it (float32 round-off)."""
 
-PAIR_METRICS = ("firing", "attn", "rel", "n_recon", "sparseness", "top_k",
-                "n_recon_rot", "sparseness_rot", "top_k_rot")
+PAIR_METRICS = ("firing", "attn", "rel")
+"""Dense per-pair arrays [L, P, n, T, T]; the decomposition itself is kept for firings only."""
+FIRING_METRICS = ("n_recon", "sparseness", "top_k", "n_recon_rot", "sparseness_rot",
+                  "top_k_rot")
 
 
 @dataclass(frozen=True)
@@ -57,26 +62,41 @@ class SadOptions:
     seed: int = 0
     """Seed of the Haar rotations of the control."""
     chunk_elements: int = 1 << 22
-    """At most this many contributions c_k (float32) per compiled call: bounds memory."""
+    """Prompts per compiled call are chosen so that P·n·T·(T + K) stays under this."""
+    firing_batch: int = 1 << 13
+    """Firings decomposed per compiled call (the last batch is padded)."""
 
     def check(self):
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise AnalysisInputError(f"threshold must be in (0, 1], got {self.threshold}")
         if not 0 < self.recon_frac <= 1:
             raise AnalysisInputError(f"recon_frac must be in (0, 1], got {self.recon_frac}")
-        if self.chunk_elements < 1:
-            raise AnalysisInputError("chunk_elements must be positive")
+        if self.chunk_elements < 1 or self.firing_batch < 1:
+            raise AnalysisInputError("chunk_elements and firing_batch must be positive")
 
 
 @dataclass
 class SadResult:
     pairs: dict[str, np.ndarray]
-    """PAIR_METRICS, each [L, P, n, T, T], for every (d, s); meaningful where 'firing'."""
+    """PAIR_METRICS, each [L, P, n, T, T], for every (d, s)."""
+    firings: dict[str, np.ndarray]
+    """One entry per firing, in (layer, prompt, head, d, s) order: those five indices,
+    'rel' (Σ_k c_k) and FIRING_METRICS."""
     S: np.ndarray  # [L, n, K]
     U: np.ndarray  # [L, n, D+1, K]
     V: np.ndarray  # [L, n, D+1, K]
     R: np.ndarray  # [L, n, K, K]
     options: SadOptions
+
+    def lookup(self, name, layer, prompt, head, d, s):
+        """A firing metric at the given pairs (index arrays broadcast); -1 where no firing."""
+        shape = self.pairs["firing"].shape
+        want = np.ravel_multi_index(np.broadcast_arrays(layer, prompt, head, d, s), shape)
+        have = np.ravel_multi_index(tuple(self.firings[k] for k in
+                                          ("layer", "prompt", "head", "d", "s")), shape)
+        i = np.clip(np.searchsorted(have, want), 0, max(len(have) - 1, 0))
+        found = (have[i] == want) if len(have) else np.zeros(want.shape, bool)
+        return np.where(found, self.firings[name][i] if len(have) else -1, -1)
 
 
 def augmented_factors(W_Q, W_K, b_Q, b_K):
@@ -97,27 +117,27 @@ def head_bases(W_Q, W_K, b_Q, b_K, key):
             U, S, V = thin_product_svd(A, B)
         else:  # H ≥ D+1: the dense route, truncated to K = D+1
             U, S, V_t = jnp.linalg.svd(A @ jnp.swapaxes(B, -1, -2))
-            V = jnp.swapaxes(V_t, -1, -2)
+            U, S, V = U[..., :A.shape[-2]], S[..., :A.shape[-2]], jnp.swapaxes(V_t, -1, -2)
         R = random_rotations(key, jnp.ones(S.shape, bool))
         return U, S, V, R
 
 
-def _relative_keys(b, mask):
-    """b [P, n, T, K] key coordinates → b_s − mean_{s'≠s visible to d} b_s', [P, n, T, T, K]."""
-    m = mask.astype(b.dtype)
-    n_vis = jnp.sum(m, axis=-1)  # [P, T]
-    total = jnp.einsum("pds,pnsk->pndk", m, b)  # Σ over keys visible to d
-    others = jnp.maximum(n_vis - 1, 1)[:, None, :, None, None]
-    return b[:, :, None, :, :] - (total[:, :, :, None, :] - b[:, :, None, :, :]) / others
+def _coords(x, U, S, V):
+    """Query coordinates a = x̃ U and σ-weighted key coordinates b = S Vᵀ x̃, [P, n, T, K]."""
+    xt = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
+    a = jnp.einsum("ptd,ndk->pntk", xt, U)
+    b = jnp.einsum("ptd,ndk->pntk", xt, V) * S[None, :, None, :]
+    return a, b
 
 
 def contributions(x, mask, U, S, V, R=None):
-    """c [P, n, T, T, K] for every (d, s) of one layer (rotated by R [n, K, K] if given).
-    x [P, T, D], mask [P, T, T], U, V [n, D+1, K], S [n, K]."""
-    xt = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
-    a = jnp.einsum("ptd,ndk->pntk", xt, U)  # query coordinates x̃_dᵀ U
-    b = jnp.einsum("ptd,ndk->pntk", xt, V) * S[None, :, None, :]  # key coordinates S Vᵀ x̃_s
-    b_rel = _relative_keys(b, mask)
+    """Dense oracle-style c [P, n, T, T, K] for every (d, s) of one layer (rotated by
+    R [n, K, K] if given). x [P, T, D], mask [P, T, T], U, V [n, D+1, K], S [n, K]."""
+    a, b = _coords(x, U, S, V)
+    m = mask.astype(b.dtype)
+    total = jnp.einsum("pds,pnsk->pndk", m, b)  # Σ over keys visible to d
+    others = jnp.maximum(jnp.sum(m, axis=-1) - 1, 1)[:, None, :, None, None]
+    b_rel = b[:, :, None, :, :] - (total[:, :, :, None, :] - b[:, :, None, :, :]) / others
     if R is not None:
         a = jnp.einsum("pntk,nkj->pntj", a, R)
         b_rel = jnp.einsum("pndsk,nkj->pndsj", b_rel, R)
@@ -136,29 +156,43 @@ def recon_metrics(c, rel, recon_frac):
     return n_recon.astype(jnp.int16), sparseness, jnp.argmax(c, axis=-1).astype(jnp.int16)
 
 
-@partial(jax.jit, static_argnames=("threshold", "recon_frac"))
-def _layer_chunk(x, mask, ok, U, S, V, R, *, threshold, recon_frac):
-    """Per-pair metrics of a chunk of prompts × heads of one layer, each [P, n, T, T].
-    ok [P, T]: tokens allowed as query or key of a firing."""
+@partial(jax.jit, static_argnames=("threshold",))
+def _pass_pairs(x, mask, ok, U, S, V, R, *, threshold):
+    """Pass 1, a chunk of prompts of one layer: every pair's attention and rel, which pairs
+    fire, and the coordinates pass 2 needs: a, b, Σ_visible b and their rotated twins."""
     with jax.default_matmul_precision("highest"):
         T = x.shape[1]
-        c = contributions(x, mask, U, S, V)
-        rel = jnp.sum(c, axis=-1)
-        xt = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
-        a = jnp.einsum("ptd,ndk->pntk", xt, U)
-        b = jnp.einsum("ptd,ndk->pntk", xt, V) * S[None, :, None, :]
+        a, b = _coords(x, U, S, V)
+        m = mask.astype(x.dtype)
+        b_sum = jnp.einsum("pds,pnsk->pndk", m, b)
         logits = jnp.einsum("pntk,pnsk->pnts", a, b)
         attn = jax.nn.softmax(jnp.where(mask[:, None], logits, -1e30), axis=-1)
-        n_vis = jnp.sum(mask, axis=-1)[:, None, :, None]  # [P, 1, T, 1]
+        n_vis = jnp.sum(m, axis=-1)[:, None, :, None]  # [P, 1, T, 1]
+        row_sum = jnp.sum(jnp.where(mask[:, None], logits, 0.0), axis=-1, keepdims=True)
+        rel = logits - (row_sum - logits) / jnp.maximum(n_vis - 1, 1)
         thr = 1.0 / jnp.maximum(n_vis, 1) if threshold is None else threshold
-        firing = (mask[:, None] & ~jnp.eye(T, dtype=bool)[None, None] & (n_vis >= 2) & (attn >= thr)
-                  & (rel > 0) & (ok[:, None, :, None] & ok[:, None, None, :]))
-        n_recon, sparseness, top_k = recon_metrics(c, rel, recon_frac)
-        c_rot = contributions(x, mask, U, S, V, R)
-        n_recon_rot, sparseness_rot, top_k_rot = recon_metrics(c_rot, rel, recon_frac)
-        return dict(firing=firing, attn=attn, rel=rel, n_recon=n_recon, sparseness=sparseness,
-                    top_k=top_k, n_recon_rot=n_recon_rot, sparseness_rot=sparseness_rot,
-                    top_k_rot=top_k_rot)
+        firing = (mask[:, None] & ~jnp.eye(T, dtype=bool)[None, None] & (n_vis >= 2)
+                  & (attn >= thr) & (rel > 0) & (ok[:, None, :, None] & ok[:, None, None, :]))
+        rotate = partial(jnp.einsum, "pntk,nkj->pntj")
+        coords = (a, b, b_sum, rotate(a, R), rotate(b, R), rotate(b_sum, R))
+        return dict(firing=firing, attn=attn, rel=rel), coords, n_vis[:, 0, :, 0]
+
+
+@partial(jax.jit, static_argnames=("recon_frac",))
+def _pass_firings(coords, n_vis, p, h, d, s, *, recon_frac):
+    """Pass 2: decompose a batch of firings (index vectors p, h, d, s into the chunk)."""
+    with jax.default_matmul_precision("highest"):
+        others = jnp.maximum(n_vis[p, d] - 1, 1)[:, None]
+        out = {}
+        for suffix, (a, b, b_sum) in (("", coords[:3]), ("_rot", coords[3:])):
+            b_rel = b[p, h, s] - (b_sum[p, h, d] - b[p, h, s]) / others
+            c = a[p, h, d] * b_rel
+            rel = jnp.sum(c, axis=-1)
+            if not suffix:
+                out["rel"] = rel
+            for k, v in zip(("n_recon", "sparseness", "top_k"), recon_metrics(c, rel, recon_frac)):
+                out[k + suffix] = v
+        return out
 
 
 def _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special):
@@ -180,11 +214,14 @@ def _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special):
 
 def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
               options: SadOptions = SadOptions(), progress: bool = False) -> SadResult:
-    """Decompose every attention score of every head (model-agnostic).
+    """Decompose every firing of every head (model-agnostic).
 
     x [L, P, T, D]: each layer's attention input as the head sees it; mask [P, T, T]: which
     keys each query sees (False rows for padding); W_Q, W_K [L, n, H, D]; b_Q, b_K [L, n, H]
-    (None: zero); special [P, T] bool: tokens excluded from firings if options say so."""
+    (None: zero); special [P, T] bool: tokens excluded from firings if options say so.
+
+    Two compiled passes per chunk of prompts: every pair's attention and rel (cheap,
+    [P, n, T, T]), then the contributions of the firings only, in fixed-size batches."""
     options.check()
     x = np.asarray(x, np.float32)
     mask = np.asarray(mask, bool)
@@ -194,17 +231,14 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special)
     L, P, T, D = x.shape
     n = W_Q.shape[1]
-    U, S, V, R = head_bases(W_Q, W_K, b_Q, b_K, jax.random.key(options.seed))
+    U, S, V, R = (np.asarray(a) for a in head_bases(W_Q, W_K, b_Q, b_K,
+                                                     jax.random.key(options.seed)))
     K = S.shape[-1]
     ok = np.ones((P, T), bool) if special is None or not options.exclude_special \
         else ~np.asarray(special, bool)
 
-    per_head = P * T * T * K
-    n_chunk = max(1, min(n, options.chunk_elements // max(per_head, 1)))
-    per_prompt = n_chunk * T * T * K
-    p_chunk = max(1, min(P, options.chunk_elements // per_prompt))
+    p_chunk = max(1, min(P, options.chunk_elements // (n * T * (T + K))))
     P_pad = -(-P // p_chunk) * p_chunk
-    n_pad = -(-n // n_chunk) * n_chunk
     x_pad = np.zeros((L, P_pad, T, D), np.float32)
     x_pad[:, :P] = x
     mask_pad = np.zeros((P_pad, T, T), bool)
@@ -212,43 +246,52 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     ok_pad = np.zeros((P_pad, T), bool)
     ok_pad[:P] = ok
 
-    def pad_heads(a):  # repeat head 0 into the padding: finite, discarded
-        a = np.asarray(a)
-        return np.concatenate([a, np.repeat(a[:, :1], n_pad - n, axis=1)], axis=1)
-
-    U_p, S_p, V_p, R_p = (pad_heads(a) for a in (U, S, V, R))
-    out = {k: np.zeros((L, P_pad, n_pad, T, T),
-                       bool if k == "firing" else np.int16 if k.startswith(("n_", "top"))
-                       else np.float32) for k in PAIR_METRICS}
-    tasks = [(l, p, h) for l in range(L) for p in range(0, P_pad, p_chunk)
-             for h in range(0, n_pad, n_chunk)]
+    pairs = {"firing": np.zeros((L, P, n, T, T), bool), "attn": np.zeros((L, P, n, T, T),
+                                                                          np.float32),
+             "rel": np.zeros((L, P, n, T, T), np.float32)}
+    found = {k: [] for k in ("layer", "prompt", "head", "d", "s", "rel") + FIRING_METRICS}
+    B = options.firing_batch
+    tasks = [(l, p) for l in range(L) for p in range(0, P_pad, p_chunk)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(tasks), desc="sad", unit="chunk", leave=False)
-    for l, p, h in tasks:
-        ps, hs = slice(p, p + p_chunk), slice(h, h + n_chunk)
-        res = _layer_chunk(x_pad[l, ps], mask_pad[ps], ok_pad[ps], U_p[l, hs], S_p[l, hs],
-                           V_p[l, hs], R_p[l, hs], threshold=options.threshold,
-                           recon_frac=options.recon_frac)
-        for k, v in res.items():
-            out[k][l, ps, hs] = np.asarray(v)
+    for l, p0 in tasks:
+        ps = slice(p0, p0 + p_chunk)
+        dense, coords, n_vis = _pass_pairs(x_pad[l, ps], mask_pad[ps], ok_pad[ps], U[l], S[l],
+                                           V[l], R[l], threshold=options.threshold)
+        keep = slice(0, max(0, min(p_chunk, P - p0)))
+        dense = {k: np.asarray(v)[keep] for k, v in dense.items()}
+        for k, v in dense.items():
+            pairs[k][l, p0:p0 + keep.stop] = v
+        idx = np.nonzero(dense["firing"])  # (p, h, d, s) in C order
+        count = len(idx[0])
+        for start in range(0, count, B):
+            batch = [np.zeros(B, np.int32) for _ in range(4)]
+            m = min(B, count - start)
+            for j in range(4):
+                batch[j][:m] = idx[j][start:start + m]
+            res = _pass_firings(coords, n_vis, *batch, recon_frac=options.recon_frac)
+            for k, v in res.items():
+                found[k].append(np.asarray(v)[:m])
+        found["layer"].append(np.full(count, l, np.int32))
+        for name, i in zip(("prompt", "head", "d", "s"), idx):
+            found[name].append((i + (p0 if name == "prompt" else 0)).astype(np.int32))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    pairs = {k: v[:, :P, :n] for k, v in out.items()}
-    return SadResult(pairs=pairs, S=np.asarray(S), U=np.asarray(U), V=np.asarray(V),
-                     R=np.asarray(R), options=options)
+    dtypes = {"rel": np.float32, "sparseness": np.float32, "sparseness_rot": np.float32}
+    firings = {k: np.concatenate(v) if v else np.zeros(0, dtypes.get(k, np.int32))
+               for k, v in found.items()}
+    return SadResult(pairs=pairs, firings=firings, S=S, U=U, V=V, R=R, options=options)
 
 
 def top_singular_index(result: SadResult, layer, prompt, head, d, s, rotated: bool = False):
     """The singular index k carrying the largest contribution c_k of the given pairs (index
     arrays broadcast together): for toy models, compare with the index matched to a planted
     pair. Pairs that are not firings get -1."""
-    pairs = result.pairs
-    top = pairs["top_k_rot" if rotated else "top_k"][layer, prompt, head, d, s]
-    return np.where(pairs["firing"][layer, prompt, head, d, s], top, -1)
+    return result.lookup("top_k_rot" if rotated else "top_k", layer, prompt, head, d, s)
 
 
 # ---- tidy tables (columns of NumPy arrays; written as Parquet by pyarrow) ----
@@ -263,19 +306,17 @@ HEAD_COLUMNS = ("layer", "head", "firings", "median_n_recon", "share_n_recon_le4
 
 def firing_table(result: SadResult, mask, tokens=None) -> dict[str, np.ndarray]:
     """One row per firing: FIRING_COLUMNS. tokens: per prompt its token strings (optional)."""
-    pairs = result.pairs
-    l, p, h, d, s = np.nonzero(pairs["firing"])
-    n_keys = np.asarray(mask).sum(-1)[p, d]
-    cols = {"layer": l.astype(np.int32), "head": h.astype(np.int32),
-            "prompt": p.astype(np.int32), "d": d.astype(np.int32), "s": s.astype(np.int32)}
+    f = result.firings
+    l, p, h, d, s = (f[k] for k in ("layer", "prompt", "head", "d", "s"))
+    cols = {"layer": l, "head": h, "prompt": p, "d": d, "s": s}
     cols["token_d"] = np.array([tokens[i][j] for i, j in zip(p, d)] if tokens else
                                [""] * len(p), dtype=object)
     cols["token_s"] = np.array([tokens[i][j] for i, j in zip(p, s)] if tokens else
                                [""] * len(p), dtype=object)
-    cols["n_keys"] = n_keys.astype(np.int32)
-    for k in ("attn", "rel", "n_recon", "sparseness", "top_k", "n_recon_rot",
-              "sparseness_rot", "top_k_rot"):
-        cols[k] = pairs[k][l, p, h, d, s]
+    cols["n_keys"] = np.asarray(mask).sum(-1)[p, d].astype(np.int32)
+    cols["attn"] = result.pairs["attn"][l, p, h, d, s]
+    for k in ("rel",) + FIRING_METRICS:
+        cols[k] = f[k]
     return cols
 
 
