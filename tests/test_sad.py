@@ -259,3 +259,11 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
     assert rc == 2
     assert cap.err.count("\n") == 1 and message in cap.err and cap.out == ""
     assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing written
+
+
+def test_sparseness_over_training_figure(tmp_path):
+    from toymodels.plots_sad import plot_sparseness_over_training
+    table = {"step": [0, 100, 200], "median_sparseness": [0.6, 0.4, 0.2],
+             "median_sparseness_rot": [0.6, 0.6, 0.6]}
+    plot_sparseness_over_training(table, tmp_path / "fig7.png", title="planted head")
+    assert (tmp_path / "fig7.png").stat().st_size > 0
