@@ -9,7 +9,7 @@ import sys
 
 from toymodels.config import (PRESETS, apply_overrides, make_instances,
                               parse_seeds, parse_vary, preset)
-from toymodels.errors import AnalysisInputError, ConfigError, RunDirError
+from toymodels.errors import AnalysisInputError, CheckpointError, ConfigError, RunDirError
 
 EXAMPLES = """\
 examples:
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "e.g. figures/")
     th.add_argument("--overwrite", action="store_true",
                     help="replace an existing theory run in --out (once the new one is done)")
+    from toymodels.sad_cli import register
+    register(sub)
     return parser
 
 
@@ -143,7 +145,10 @@ def main(argv=None) -> int:
             return _sweep(args)
         if args.command == "theory":
             return _theory(args)
-    except (ConfigError, RunDirError, AnalysisInputError) as e:
+        if args.command == "sad":
+            from toymodels.sad_cli import run
+            return run(args)
+    except (ConfigError, RunDirError, AnalysisInputError, CheckpointError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
     return 2

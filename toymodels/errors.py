@@ -12,3 +12,7 @@ class RunDirError(ValueError):
 
 class AnalysisInputError(ValueError):
     """Weights or features to analyse are missing or have shapes that do not fit."""
+
+
+class CheckpointError(ValueError):
+    """A model checkpoint is missing, malformed, or of an architecture we cannot load."""

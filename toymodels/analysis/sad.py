@@ -1,0 +1,375 @@
+"""Sparse attention decomposition (paper-notes §3): how many singular directions of a head
+carry each attention score, beside a Haar-rotated control.
+
+Shapes:
+  L layers, n heads per layer, H head dim, D residual dim, K = min(H, D+1) singular triples
+  P prompts, T tokens; (d, s) a query (destination) and a key (source) position
+  x [L, P, T, D] each layer's attention input;  mask [P, T, T] key s visible to query d
+  W_Q, W_K [L, n, H, D];  b_Q, b_K [L, n, H]
+  U, V [L, n, D+1, K];  S [L, n, K];  R [L, n, K, K] (rotation control)
+  per-pair arrays [L, P, n, T, T];  per-firing vectors [F];  c [F, K]
+
+For one head, x̃ = [x; 1] and the augmented factors Ã = [W_Q | b_Q] / H^¼,
+B̃ = [W_K | b_K] / H^¼ give the logit ℓ(d, s) = x̃_dᵀ Ω̃ x̃_s with Ω̃ = Ãᵀ B̃ = Σ_k σ_k u_k v_kᵀ
+(biases and the 1/√H scale inside Ω̃). With n_d the keys visible to d:
+  firing        s ≠ d, visible, attention weight ≥ 1/n_d (or a fixed threshold), rel > 0,
+                n_d ≥ 2, neither token special (optional)
+  rel           ℓ(d, s) − mean_{s' ≠ s visible} ℓ(d, s')
+  c_k           σ_k (x̃_d·u_k)(v_k·(x̃_s − mean_{s'≠s} x̃_s')),  Σ_k c_k = rel
+  N_recon       smallest m with (sum of the m largest c_k) ≥ recon_frac·rel, up to
+                RECON_RTOL·Σ|c_k| of float32 round-off
+  sparseness    Rolls–Tovee (mean |c_k|)² / mean c_k², from 1/K (one term) to 1 (all equal)
+  top_k         argmax_k c_k, the singular index carrying the largest contribution
+  rotated twin  the same with c'_k = (x̃_dᵀ U R)_k (Rᵀ S Vᵀ (x̃_s − mean))_k, R Haar: every
+                score is kept, any alignment of the basis with the inputs is destroyed
+
+Everything runs jit-compiled, batched over prompts, heads and token pairs, in two passes per
+chunk of prompts: pass 1 computes every pair's attention and rel (P·n·T·(T+K) numbers, the
+chunk sized by `chunk_elements`), pass 2 decomposes only the firings, `firing_batch` at a
+time (sorting K contributions is the costly step, and most pairs do not fire). Each pass is
+one compiled program reused for every chunk, so memory stays bounded. Full float32 matmul
+precision.
+RoPE (one Ω per query–key offset) is not implemented: neither BERT nor GPT-2 uses it.
+"""
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toymodels.analysis.svd import random_rotations, thin_product_svd
+from toymodels.errors import AnalysisInputError
+
+RECON_RTOL = 1e-5
+"""A prefix reaches rel when its sum is within RECON_RTOL·Σ|c_k| of it (float32 round-off)."""
+
+PAIR_METRICS = ("firing", "attn", "rel")
+"""Dense per-pair arrays [L, P, n, T, T]; the decomposition itself is kept for firings only."""
+FIRING_METRICS = ("n_recon", "sparseness", "top_k", "n_recon_rot", "sparseness_rot",
+                  "top_k_rot")
+
+
+@dataclass(frozen=True)
+class SadOptions:
+    threshold: float | None = None
+    """A firing's attention weight must be ≥ this; None: ≥ 1/n_d (uniform over visible keys)."""
+    recon_frac: float = 1.0
+    """N_recon counts terms until their sum reaches recon_frac · rel."""
+    exclude_special: bool = True
+    """Skip firings whose query or key is a special token ([CLS], [SEP], BOS)."""
+    seed: int = 0
+    """Seed of the Haar rotations of the control."""
+    chunk_elements: int = 1 << 22
+    """Prompts per compiled call are chosen so that P·n·T·(T + K) stays under this."""
+    firing_batch: int = 1 << 13
+    """Firings decomposed per compiled call (the last batch is padded)."""
+
+    def check(self):
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise AnalysisInputError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0 < self.recon_frac <= 1:
+            raise AnalysisInputError(f"recon_frac must be in (0, 1], got {self.recon_frac}")
+        if self.chunk_elements < 1 or self.firing_batch < 1:
+            raise AnalysisInputError("chunk_elements and firing_batch must be positive")
+
+
+@dataclass
+class SadResult:
+    pairs: dict[str, np.ndarray]
+    """PAIR_METRICS, each [L, P, n, T, T], for every (d, s)."""
+    firings: dict[str, np.ndarray]
+    """One entry per firing, in (layer, prompt, head, d, s) order: those five indices,
+    'rel' (Σ_k c_k) and FIRING_METRICS."""
+    S: np.ndarray  # [L, n, K]
+    U: np.ndarray  # [L, n, D+1, K]
+    V: np.ndarray  # [L, n, D+1, K]
+    R: np.ndarray  # [L, n, K, K]
+    options: SadOptions
+
+    def lookup(self, name, layer, prompt, head, d, s):
+        """A firing metric at the given pairs (index arrays broadcast); -1 where no firing."""
+        shape = self.pairs["firing"].shape
+        want = np.ravel_multi_index(np.broadcast_arrays(layer, prompt, head, d, s), shape)
+        have = np.ravel_multi_index(tuple(self.firings[k] for k in
+                                          ("layer", "prompt", "head", "d", "s")), shape)
+        i = np.clip(np.searchsorted(have, want), 0, max(len(have) - 1, 0))
+        found = (have[i] == want) if len(have) else np.zeros(want.shape, bool)
+        return np.where(found, self.firings[name][i] if len(have) else -1, -1)
+
+
+def augmented_factors(W_Q, W_K, b_Q, b_K):
+    """A, B [..., D+1, H] with Ω̃ = A Bᵀ = [W_Q | b_Q]ᵀ [W_K | b_K] / √H."""
+    scale = W_Q.shape[-2] ** -0.25
+    A = jnp.concatenate([W_Q, b_Q[..., None]], axis=-1) * scale
+    B = jnp.concatenate([W_K, b_K[..., None]], axis=-1) * scale
+    return jnp.swapaxes(A, -1, -2), jnp.swapaxes(B, -1, -2)
+
+
+@jax.jit
+def head_bases(W_Q, W_K, b_Q, b_K, key):
+    """SVD of every head's augmented Ω̃ from its thin factors, and a Haar rotation per head:
+    U, V [..., D+1, K], S [..., K], R [..., K, K]."""
+    with jax.default_matmul_precision("highest"):
+        A, B = augmented_factors(W_Q, W_K, b_Q, b_K)
+        if A.shape[-1] < A.shape[-2]:
+            U, S, V = thin_product_svd(A, B)
+        else:  # H ≥ D+1: the dense route, truncated to K = D+1
+            U, S, V_t = jnp.linalg.svd(A @ jnp.swapaxes(B, -1, -2))
+            U, S, V = U[..., :A.shape[-2]], S[..., :A.shape[-2]], jnp.swapaxes(V_t, -1, -2)
+        R = random_rotations(key, jnp.ones(S.shape, bool))
+        return U, S, V, R
+
+
+def _coords(x, U, S, V):
+    """Query coordinates a = x̃ U and σ-weighted key coordinates b = S Vᵀ x̃, [P, n, T, K]."""
+    xt = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
+    a = jnp.einsum("ptd,ndk->pntk", xt, U)
+    b = jnp.einsum("ptd,ndk->pntk", xt, V) * S[None, :, None, :]
+    return a, b
+
+
+def contributions(x, mask, U, S, V, R=None):
+    """Dense oracle-style c [P, n, T, T, K] for every (d, s) of one layer (rotated by
+    R [n, K, K] if given). x [P, T, D], mask [P, T, T], U, V [n, D+1, K], S [n, K]."""
+    a, b = _coords(x, U, S, V)
+    m = mask.astype(b.dtype)
+    total = jnp.einsum("pds,pnsk->pndk", m, b)  # Σ over keys visible to d
+    others = jnp.maximum(jnp.sum(m, axis=-1) - 1, 1)[:, None, :, None, None]
+    b_rel = b[:, :, None, :, :] - (total[:, :, :, None, :] - b[:, :, None, :, :]) / others
+    if R is not None:
+        a = jnp.einsum("pntk,nkj->pntj", a, R)
+        b_rel = jnp.einsum("pndsk,nkj->pndsj", b_rel, R)
+    return a[:, :, :, None, :] * b_rel
+
+
+def recon_metrics(c, rel, recon_frac):
+    """N_recon, Rolls–Tovee sparseness and the top index of contributions c [..., K]."""
+    c_sorted = -jnp.sort(-c, axis=-1)
+    reached = jnp.cumsum(c_sorted, axis=-1) >= (
+        recon_frac * rel - RECON_RTOL * jnp.sum(jnp.abs(c), axis=-1))[..., None]
+    K = c.shape[-1]
+    n_recon = jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1) + 1, K)
+    sparseness = jnp.mean(jnp.abs(c), axis=-1) ** 2 / jnp.maximum(jnp.mean(c ** 2, axis=-1),
+                                                                  1e-30)
+    return n_recon.astype(jnp.int16), sparseness, jnp.argmax(c, axis=-1).astype(jnp.int16)
+
+
+@partial(jax.jit, static_argnames=("threshold",))
+def _pass_pairs(x, mask, ok, U, S, V, R, *, threshold):
+    """Pass 1, a chunk of prompts of one layer: every pair's attention and rel, which pairs
+    fire, and the coordinates pass 2 needs: a, b, Σ_visible b and their rotated twins."""
+    with jax.default_matmul_precision("highest"):
+        T = x.shape[1]
+        a, b = _coords(x, U, S, V)
+        m = mask.astype(x.dtype)
+        b_sum = jnp.einsum("pds,pnsk->pndk", m, b)
+        logits = jnp.einsum("pntk,pnsk->pnts", a, b)
+        attn = jax.nn.softmax(jnp.where(mask[:, None], logits, -1e30), axis=-1)
+        n_vis = jnp.sum(m, axis=-1)[:, None, :, None]  # [P, 1, T, 1]
+        row_sum = jnp.sum(jnp.where(mask[:, None], logits, 0.0), axis=-1, keepdims=True)
+        rel = logits - (row_sum - logits) / jnp.maximum(n_vis - 1, 1)
+        thr = 1.0 / jnp.maximum(n_vis, 1) if threshold is None else threshold
+        firing = (mask[:, None] & ~jnp.eye(T, dtype=bool)[None, None] & (n_vis >= 2)
+                  & (attn >= thr) & (rel > 0) & (ok[:, None, :, None] & ok[:, None, None, :]))
+        rotate = partial(jnp.einsum, "pntk,nkj->pntj")
+        coords = (a, b, b_sum, rotate(a, R), rotate(b, R), rotate(b_sum, R))
+        return dict(firing=firing, attn=attn, rel=rel), coords, n_vis[:, 0, :, 0]
+
+
+@partial(jax.jit, static_argnames=("recon_frac",))
+def _pass_firings(coords, n_vis, p, h, d, s, *, recon_frac):
+    """Pass 2: decompose a batch of firings (index vectors p, h, d, s into the chunk)."""
+    with jax.default_matmul_precision("highest"):
+        others = jnp.maximum(n_vis[p, d] - 1, 1)[:, None]
+        out = {}
+        for suffix, (a, b, b_sum) in (("", coords[:3]), ("_rot", coords[3:])):
+            b_rel = b[p, h, s] - (b_sum[p, h, d] - b[p, h, s]) / others
+            c = a[p, h, d] * b_rel
+            rel = jnp.sum(c, axis=-1)
+            if not suffix:
+                out["rel"] = rel
+            for k, v in zip(("n_recon", "sparseness", "top_k"), recon_metrics(c, rel, recon_frac)):
+                out[k + suffix] = v
+        return out
+
+
+def _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special):
+    if x.ndim != 4 or W_Q.ndim != 4:
+        raise AnalysisInputError(f"x must be [L, P, T, D] and W_Q [L, n, H, D]; got "
+                                 f"{x.shape} and {W_Q.shape}")
+    L, P, T, D = x.shape
+    if W_Q.shape != W_K.shape or W_Q.shape[0] != L or W_Q.shape[-1] != D:
+        raise AnalysisInputError(f"W_Q {W_Q.shape} and W_K {W_K.shape} must be [L, n, H, D] "
+                                 f"with L={L}, D={D} from x {x.shape}")
+    for name, b in (("b_Q", b_Q), ("b_K", b_K)):
+        if b.shape != W_Q.shape[:-1]:
+            raise AnalysisInputError(f"{name} has shape {b.shape}, expected {W_Q.shape[:-1]}")
+    if mask.shape != (P, T, T):
+        raise AnalysisInputError(f"mask has shape {mask.shape}, expected {(P, T, T)}")
+    if special is not None and special.shape != (P, T):
+        raise AnalysisInputError(f"special has shape {special.shape}, expected {(P, T)}")
+
+
+def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
+              options: SadOptions = SadOptions(), progress: bool = False) -> SadResult:
+    """Decompose every firing of every head (model-agnostic).
+
+    x [L, P, T, D]: each layer's attention input as the head sees it; mask [P, T, T]: which
+    keys each query sees (False rows for padding); W_Q, W_K [L, n, H, D]; b_Q, b_K [L, n, H]
+    (None: zero); special [P, T] bool: tokens excluded from firings if options say so.
+
+    Two compiled passes per chunk of prompts: every pair's attention and rel (cheap,
+    [P, n, T, T]), then the contributions of the firings only, in fixed-size batches."""
+    options.check()
+    x = np.asarray(x, np.float32)
+    mask = np.asarray(mask, bool)
+    W_Q, W_K = np.asarray(W_Q, np.float32), np.asarray(W_K, np.float32)
+    b_Q = np.zeros(W_Q.shape[:-1], np.float32) if b_Q is None else np.asarray(b_Q, np.float32)
+    b_K = np.zeros(W_K.shape[:-1], np.float32) if b_K is None else np.asarray(b_K, np.float32)
+    _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special)
+    L, P, T, D = x.shape
+    n = W_Q.shape[1]
+    U, S, V, R = (np.asarray(a) for a in head_bases(W_Q, W_K, b_Q, b_K,
+                                                     jax.random.key(options.seed)))
+    K = S.shape[-1]
+    ok = np.ones((P, T), bool) if special is None or not options.exclude_special \
+        else ~np.asarray(special, bool)
+
+    p_chunk = max(1, min(P, options.chunk_elements // (n * T * (T + K))))
+    P_pad = -(-P // p_chunk) * p_chunk
+    x_pad = np.zeros((L, P_pad, T, D), np.float32)
+    x_pad[:, :P] = x
+    mask_pad = np.zeros((P_pad, T, T), bool)
+    mask_pad[:P] = mask
+    ok_pad = np.zeros((P_pad, T), bool)
+    ok_pad[:P] = ok
+
+    pairs = {"firing": np.zeros((L, P, n, T, T), bool), "attn": np.zeros((L, P, n, T, T),
+                                                                          np.float32),
+             "rel": np.zeros((L, P, n, T, T), np.float32)}
+    found = {k: [] for k in ("layer", "prompt", "head", "d", "s", "rel") + FIRING_METRICS}
+    B = options.firing_batch
+    tasks = [(l, p) for l in range(L) for p in range(0, P_pad, p_chunk)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(tasks), desc="sad", unit="chunk", leave=False)
+    for l, p0 in tasks:
+        ps = slice(p0, p0 + p_chunk)
+        dense, coords, n_vis = _pass_pairs(x_pad[l, ps], mask_pad[ps], ok_pad[ps], U[l], S[l],
+                                           V[l], R[l], threshold=options.threshold)
+        keep = slice(0, max(0, min(p_chunk, P - p0)))
+        dense = {k: np.asarray(v)[keep] for k, v in dense.items()}
+        for k, v in dense.items():
+            pairs[k][l, p0:p0 + keep.stop] = v
+        idx = np.nonzero(dense["firing"])  # (p, h, d, s) in C order
+        count = len(idx[0])
+        for start in range(0, count, B):
+            batch = [np.zeros(B, np.int32) for _ in range(4)]
+            m = min(B, count - start)
+            for j in range(4):
+                batch[j][:m] = idx[j][start:start + m]
+            res = _pass_firings(coords, n_vis, *batch, recon_frac=options.recon_frac)
+            for k, v in res.items():
+                found[k].append(np.asarray(v)[:m])
+        found["layer"].append(np.full(count, l, np.int32))
+        for name, i in zip(("prompt", "head", "d", "s"), idx):
+            found[name].append((i + (p0 if name == "prompt" else 0)).astype(np.int32))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    dtypes = {"rel": np.float32, "sparseness": np.float32, "sparseness_rot": np.float32}
+    firings = {k: np.concatenate(v) if v else np.zeros(0, dtypes.get(k, np.int32))
+               for k, v in found.items()}
+    return SadResult(pairs=pairs, firings=firings, S=S, U=U, V=V, R=R, options=options)
+
+
+def top_singular_index(result: SadResult, layer, prompt, head, d, s, rotated: bool = False):
+    """The singular index k carrying the largest contribution c_k of the given pairs (index
+    arrays broadcast together): for toy models, compare with the index matched to a planted
+    pair. Pairs that are not firings get -1."""
+    return result.lookup("top_k_rot" if rotated else "top_k", layer, prompt, head, d, s)
+
+
+# ---- tidy tables (columns of NumPy arrays; written as Parquet by pyarrow) ----
+
+FIRING_COLUMNS = ("layer", "head", "prompt", "d", "s", "token_d", "token_s", "n_keys", "attn",
+                  "rel", "n_recon", "sparseness", "top_k", "n_recon_rot", "sparseness_rot",
+                  "top_k_rot")
+HEAD_COLUMNS = ("layer", "head", "firings", "median_n_recon", "share_n_recon_le4",
+                "median_sparseness", "median_n_recon_rot", "share_n_recon_le4_rot",
+                "median_sparseness_rot", "sigma_1", "K")
+
+
+def firing_table(result: SadResult, mask, tokens=None) -> dict[str, np.ndarray]:
+    """One row per firing: FIRING_COLUMNS. tokens: per prompt its token strings (optional)."""
+    f = result.firings
+    l, p, h, d, s = (f[k] for k in ("layer", "prompt", "head", "d", "s"))
+    cols = {"layer": l, "head": h, "prompt": p, "d": d, "s": s}
+    cols["token_d"] = np.array([tokens[i][j] for i, j in zip(p, d)] if tokens else
+                               [""] * len(p), dtype=object)
+    cols["token_s"] = np.array([tokens[i][j] for i, j in zip(p, s)] if tokens else
+                               [""] * len(p), dtype=object)
+    cols["n_keys"] = np.asarray(mask).sum(-1)[p, d].astype(np.int32)
+    cols["attn"] = result.pairs["attn"][l, p, h, d, s]
+    for k in ("rel",) + FIRING_METRICS:
+        cols[k] = f[k]
+    return cols
+
+
+def head_table(firings: dict, S: np.ndarray) -> dict[str, np.ndarray]:
+    """One row per head (all heads, also those without firings): HEAD_COLUMNS."""
+    L, n, K = S.shape
+    rows = {k: [] for k in HEAD_COLUMNS}
+    index = firings["layer"].astype(np.int64) * n + firings["head"]
+    order = np.argsort(index, kind="stable")
+    bounds = np.searchsorted(index[order], np.arange(L * n + 1))
+    for g in range(L * n):
+        sel = order[bounds[g]:bounds[g + 1]]
+
+        def med(col):
+            return float(np.median(firings[col][sel])) if len(sel) else np.nan
+
+        def share(col):
+            return float(np.mean(firings[col][sel] <= 4)) if len(sel) else np.nan
+
+        rows["layer"].append(g // n), rows["head"].append(g % n)
+        rows["firings"].append(len(sel))
+        rows["median_n_recon"].append(med("n_recon"))
+        rows["share_n_recon_le4"].append(share("n_recon"))
+        rows["median_sparseness"].append(med("sparseness"))
+        rows["median_n_recon_rot"].append(med("n_recon_rot"))
+        rows["share_n_recon_le4_rot"].append(share("n_recon_rot"))
+        rows["median_sparseness_rot"].append(med("sparseness_rot"))
+        rows["sigma_1"].append(float(S[g // n, g % n, 0]))
+        rows["K"].append(K)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def overall(firings: dict, heads: dict) -> dict:
+    """Summary numbers of a run, with the rotated control beside each."""
+    f = firings
+    has = heads["firings"] > 0
+    return {"firings": int(len(f["rel"])), "heads": int(len(heads["head"])),
+            "heads_with_firings": int(has.sum()),
+            "share_n_recon_le4": float(np.mean(f["n_recon"] <= 4)) if len(f["rel"]) else None,
+            "share_n_recon_le4_rot": float(np.mean(f["n_recon_rot"] <= 4))
+            if len(f["rel"]) else None,
+            "median_n_recon": float(np.median(f["n_recon"])) if len(f["rel"]) else None,
+            "median_n_recon_rot": float(np.median(f["n_recon_rot"])) if len(f["rel"]) else None,
+            "median_sparseness": float(np.median(f["sparseness"])) if len(f["rel"]) else None,
+            "median_sparseness_rot": float(np.median(f["sparseness_rot"]))
+            if len(f["rel"]) else None,
+            "heads_median_n_recon_le4": int(np.sum(heads["median_n_recon"][has] <= 4)),
+            "heads_median_n_recon_rot_le4": int(np.sum(heads["median_n_recon_rot"][has] <= 4))}
+
+
+def write_parquet(path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pa.table({k: (pa.array(list(v), pa.string()) if np.asarray(v).dtype == object
+                          else pa.array(np.asarray(v))) for k, v in columns.items()})
+    pq.write_table(table, path)

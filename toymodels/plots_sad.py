@@ -1,0 +1,104 @@
+"""Figures of the sparse attention decomposition, drawn from stored tables only.
+
+  plot_nrecon(dir)          N_recon distribution against the rotated control, overall and
+                            per head (paper Figure 9 analogue)
+  plot_head_map(dir)        layer × head map of median N_recon, heads and rotated control
+  plot_sparseness_over_training(table)  median sparseness against training step beside the
+                            rotated control (paper Figure 7 analogue, for toy runs)
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from toymodels.plots import STYLE  # noqa: E402
+
+HEADS_COLOR, ROT_COLOR = "tab:blue", "tab:gray"
+
+
+def _read(path, columns=None) -> dict:
+    return {k: np.asarray(v) for k, v in pq.read_table(path, columns=columns).to_pydict().items()}
+
+
+def plot_nrecon(sad_dir, out_path):
+    sad_dir = Path(sad_dir)
+    f = _read(sad_dir / "firings.parquet", ["layer", "head", "n_recon", "n_recon_rot"])
+    h = _read(sad_dir / "heads.parquet")
+    with plt.rc_context(STYLE):
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10.5, 3.2), layout="constrained",
+                                       gridspec_kw={"width_ratios": [1, 2.4]})
+        K = int(h["K"][0]) if len(h["K"]) else 1
+        bins = np.arange(1, K + 2) - 0.5
+        for col, color, label in (("n_recon", HEADS_COLOR, "heads"),
+                                  ("n_recon_rot", ROT_COLOR, "rotated control")):
+            ax0.hist(f[col], bins=bins, color=color, alpha=0.6, label=label,
+                     weights=np.full(len(f[col]), 1 / max(len(f[col]), 1)))
+        ax0.set_xlabel("N_recon")
+        ax0.set_ylabel("share of firings")
+        ax0.set_title(f"{len(f['n_recon'])} firings")
+        ax0.legend(frameon=False)
+        n = int(h["head"].max()) + 1 if len(h["head"]) else 1
+        g = f["layer"].astype(int) * n + f["head"].astype(int)
+        groups = [np.flatnonzero(g == i) for i in range(len(h["head"]))]
+        pos = np.arange(len(groups))
+        for offset, col, color in ((-0.2, "n_recon", HEADS_COLOR), (0.2, "n_recon_rot", ROT_COLOR)):
+            data = [f[col][idx] if len(idx) else [np.nan] for idx in groups]
+            q = np.array([np.nanpercentile(d, [25, 50, 75]) for d in data])
+            ax1.vlines(pos + offset, q[:, 0], q[:, 2], color=color, lw=1.2, alpha=0.7)
+            ax1.plot(pos + offset, q[:, 1], "o", ms=2.5, color=color)
+        for layer in range(1, len(groups) // n):
+            ax1.axvline(layer * n - 0.5, color="0.85", lw=0.6)
+        ax1.set_xticks(np.arange(0, len(groups), n), [f"L{i}" for i in range(len(groups) // n)])
+        ax1.set_xlabel("head (grouped by layer)")
+        ax1.set_ylabel("N_recon (median, IQR)")
+        ax1.set_title("per head: heads (blue) vs rotated control (gray)")
+        fig.savefig(out_path)
+        plt.close(fig)
+
+
+def plot_head_map(sad_dir, out_path):
+    h = _read(Path(sad_dir) / "heads.parquet")
+    L, n = int(h["layer"].max()) + 1, int(h["head"].max()) + 1
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * L + 1.6), layout="constrained")
+        vmax = np.nanmax(np.concatenate([h["median_n_recon"], h["median_n_recon_rot"]]))
+        for ax, col, title in ((axes[0], "median_n_recon", "median N_recon"),
+                               (axes[1], "median_n_recon_rot", "rotated control")):
+            grid = np.full((L, n), np.nan)
+            grid[h["layer"].astype(int), h["head"].astype(int)] = h[col]
+            im = ax.imshow(grid, cmap="viridis_r", vmin=1, vmax=vmax, aspect="auto",
+                           interpolation="nearest")
+            for (i, j), v in np.ndenumerate(grid):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=6,
+                            color="white" if v > (1 + vmax) / 2 else "black")
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            ax.set_title(title)
+        fig.colorbar(im, ax=axes[1], fraction=0.05, pad=0.02, label="N_recon")
+        fig.savefig(out_path)
+        plt.close(fig)
+
+
+def plot_sparseness_over_training(table: dict, out_path, title: str = ""):
+    """table: columns 'step', 'median_sparseness', 'median_sparseness_rot' (one row per
+    recorded checkpoint; e.g. one head's heads.parquet rows stacked over training)."""
+    step = np.asarray(table["step"])
+    order = np.argsort(step)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+        ax.plot(step[order], np.asarray(table["median_sparseness"])[order], "o-", ms=3,
+                color=HEADS_COLOR, label="head")
+        ax.plot(step[order], np.asarray(table["median_sparseness_rot"])[order], "o-", ms=3,
+                color=ROT_COLOR, label="rotated control")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("median sparseness (low = sparse)")
+        ax.set_title(title or "sparseness over training")
+        ax.legend(frameon=False)
+        fig.savefig(out_path)
+        plt.close(fig)
