@@ -118,7 +118,7 @@ def test_bad_checkpoints(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "summary.json").write_text("{}")
-    with pytest.raises(RunDirError, match="not supported yet"):
+    with pytest.raises(RunDirError, match="is a toymodels run, not a checkpoint"):
         resolve(str(run))
 
 

@@ -237,7 +237,7 @@ def test_cli_gpt2_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize("case, message", [
     ("missing", "does not exist"), ("malformed", "not a readable safetensors"),
     ("unknown", "unknown architecture"), ("empty_prompts", "is empty"),
-    ("too_long", "positions"), ("run_dir", "run directories are not supported yet")])
+    ("too_long", "positions"), ("run_dir", "its own task")])
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
     pytest.importorskip("safetensors")
     from checkpoint_fixtures import write_gpt2

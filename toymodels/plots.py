@@ -209,3 +209,69 @@ def plot_transformer_run(run_dir, out_path):
             ax.axis("off")
         fig.savefig(out_path)
         plt.close(fig)
+
+
+def plot_rope_offsets(run_dir, out_path):
+    """QK alignment of every head's per-offset matrix Ω_δ = W_Qᵀ R_{−δ} W_K with the planted
+    pair, and its σ_1, against the offset δ; the task's offset marked."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with np.load(run_dir / "analysis.npz", allow_pickle=False) as f:
+        offsets, cos, sigma = f["rope_offsets"], f["rope_qk_cos"], f["rope_sigma_1"]
+    task_offset = summary["config"]["offset"]
+    I, L, n = cos.shape[:3]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+        for a, (values, label) in zip(axes, ((cos, "matched |cos| with (E_i, E_j)"),
+                                             (sigma, "σ_1 of Ω_δ"))):
+            for i in range(I):
+                for layer in range(L):
+                    for h in range(n):
+                        a.plot(offsets, values[i, layer, h], "o-", ms=2.5, lw=0.8, alpha=0.7)
+            a.axvline(task_offset, color="crimson", lw=0.8, ls="--")
+            a.set_xlabel("query–key offset δ (red: the task's offset)")
+            a.set_ylabel(label)
+        axes[0].set_ylim(0, 1.02)
+        axes[0].set_title(f"{summary['preset']}: every head of {I} instances")
+        fig.savefig(out_path)
+        plt.close(fig)
+
+
+def plot_realism(sweep_dir, out_path):
+    """Per model variant of a transformer sweep: the best head's QK and OV alignment and the
+    other heads' QK alignment, one dot per seed."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(Path(sweep_dir) / "results.parquet").to_pylist()
+    switches = ("layernorm", "mlp", "embedding", "anisotropy", "n_layers")
+
+    def name(r):
+        parts = [k for k in ("layernorm", "mlp") if r[k]]
+        parts += ["learned E"] if r["embedding"] == "learned" else []
+        parts += [f"ε={r['anisotropy']:g}"] if r["anisotropy"] else []
+        parts += [f"{r['n_layers']} layers"] if r["n_layers"] > 1 else []
+        return " + ".join(parts) or "attention only"
+
+    variants = list(dict.fromkeys(tuple(r[k] for k in switches) for r in rows))
+    series = (("best_qk_matched", "QK (best head)", "tab:orange"),
+              ("best_ov_matched", "OV (best head)", "tab:green"),
+              ("other_heads_max_qk_matched", "QK (other heads, max)", "tab:gray"))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8.5, 3.4), layout="constrained")
+        for x, v in enumerate(variants):
+            sub = [r for r in rows if tuple(r[k] for k in switches) == v]
+            for dx, (key, label, color) in zip((-0.22, 0, 0.22), series):
+                vals = [r[key] for r in sub if r[key] is not None]
+                ax.scatter([x + dx] * len(vals), vals, s=10, color=color,
+                           label=label if x == 0 else None)
+                if vals:
+                    ax.hlines(np.mean(vals), x + dx - 0.09, x + dx + 0.09, color=color)
+        ax.set_xticks(range(len(variants)),
+                      [name(next(r for r in rows if tuple(r[k] for k in switches) == v))
+                       for v in variants], rotation=20, ha="right")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("Hungarian-matched |cos|\n(min of both sides, mean over pairs)")
+        ax.set_title("retrieval task: alignment as realism is switched on (one dot per seed)")
+        ax.legend(frameon=False, fontsize=7, loc="lower left")
+        fig.savefig(out_path)
+        plt.close(fig)

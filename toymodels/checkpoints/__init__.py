@@ -45,7 +45,8 @@ def resolve(model_or_run: str) -> Path:
         raise CheckpointError(f"{path} is a file; give a checkpoint directory "
                               "(config.json + model.safetensors)")
     if (path / "summary.json").is_file() and not (path / "config.json").is_file():
-        raise RunDirError(f"{path}: run directories are not supported yet")
+        raise RunDirError(f"{path} is a toymodels run, not a checkpoint; toymodels sad "
+                          "takes it with --prompts task:N")
     return path
 
 

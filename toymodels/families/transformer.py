@@ -4,7 +4,8 @@ Shapes:
   I instances, L layers, n heads per layer, N features, D residual width, H head dim
   accuracy [.., L, n]: attention mass the query puts on the token it should read
 
-In training, every record point measures each head's attention accuracy on a fixed
+In training, every record point stores the parameters and measures each head's attention
+accuracy on a fixed
 evaluation batch and its alignment: for QK, each planted pair's best significant
 singular index (min of |cos(E_i, u_k)| and |cos(E_j, v_k)|), averaged over pairs; for
 OV, the same with (E_v, E_v). After training, `analyze_run` gives the full tables
@@ -126,10 +127,14 @@ def recorder(cfg: TransformerConfig):
         W_Q = head_factors(cfg, model.W_Q[...])
         U, S, V = qk_svd(W_Q, model.W_K[...])
         U_o, S_o, V_o = ov_svd(model.W_V[...], model.W_O[...])
+        # Every parameter too (a few thousand numbers per point), so that analyses that need
+        # the whole model at a step (sparse attention decomposition over training) can
+        # rebuild it: dynamics.npz's param_<name> [I, R, ...].
+        snapshot = {f"param_{k}": v for k, v in nnx.to_pure_dict(nnx.state(model)).items()}
         return {"accuracy": jnp.stack([attention_accuracy(a, batch["key_pos"], batch["asked"])
                                        for a in cache["attn"]]),  # [L, n]
                 "qk_cos": _pair_alignment(E, U, S, V, cfg.qk_template),
-                "ov_cos": _pair_alignment(E, U_o, S_o, V_o, cfg.ov_template)}
+                "ov_cos": _pair_alignment(E, U_o, S_o, V_o, cfg.ov_template), **snapshot}
     return record
 
 
