@@ -14,8 +14,9 @@ from toymodels.analysis.svd import DEFAULT_REL_TOL
 from toymodels.config import Instance, ToyConfig
 from toymodels.dynamics import first_crossings
 from toymodels.analysis.alignment import HeadAnalysis, analyze
-from toymodels.store import (check_out_dir, git_commit, staged, versions, write_analysis,
-                             write_json)
+from toymodels.divergence import (DIVERGENCE_FACTOR, diverged_steps, mark_diverged,
+                                  mask_diverged)
+from toymodels.store import claim, git_commit, staged, versions, write_analysis, write_json
 from toymodels.train import TrainResult, train
 
 SUMMARY_PAIR_KEYS = ("query_feature", "key_feature", "target", "sv_index", "cos_query_u",
@@ -63,14 +64,20 @@ def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],
 def run(preset_name: str, cfg: ToyConfig, instances: list[Instance], out_dir, *,
         overwrite: bool = False, progress: bool = True) -> dict:
     """Train, analyse and store one run in out_dir; returns its summary."""
-    out = check_out_dir(out_dir, overwrite)  # before any work
+    with claim(out_dir, overwrite) as out:  # checks and locks out_dir before any work
+        return _train_and_store(preset_name, cfg, instances, out, overwrite, progress)
+
+
+def _train_and_store(preset_name, cfg, instances, out, overwrite, progress) -> dict:
     t0 = time.perf_counter()
     result = train(cfg, instances, progress=progress, desc=preset_name)
     train_s = time.perf_counter() - t0
-    analysis = analyze_params(cfg, result.params)
-    summary = build_summary(preset_name, cfg, instances, result, analysis)
+    diverged = diverged_steps(result.curves, [inst.lam for inst in instances])
+    analysis = analyze_params(cfg, mask_diverged(result.params, diverged))
+    summary = mark_diverged(build_summary(preset_name, cfg, instances, result, analysis),
+                            diverged)
 
-    with staged(out) as staging:
+    with staged(out, overwrite) as staging:
         write_json(staging / "summary.json", summary)
         np.savez(staging / "params.npz", **result.params)
         np.savez(staging / "curves.npz", **result.curves)
@@ -97,8 +104,10 @@ def reanalyze(run_dir, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> Path:
     """Recompute a stored run's full metric set into run_dir/analysis (no retraining)."""
     from toymodels.store import load_run
     loaded = load_run(run_dir)
+    diverged = [inst.get("diverged_step") for inst in loaded.summary.get("instances", [])]
     return write_analysis(Path(run_dir) / "analysis",
-                          analyze_params(loaded.config, loaded.params, rel_tol, seed),
+                          analyze_params(loaded.config, mask_diverged(loaded.params, diverged),
+                                         rel_tol, seed),
                           analysis_meta(run_dir, loaded.config, rel_tol, seed))
 
 
@@ -113,6 +122,11 @@ def summary_table(summary: dict) -> str:
         own = {k: v for k, v in inst["overrides"].items() if v != base[k]}
         own_text = ",".join(f"{k}={v:g}" for k, v in own.items()
                             if not isinstance(v, list)) or "-"
+        if inst.get("diverged_step") is not None:  # its metrics are null: say why
+            lines.append(f"{inst['seed']:>4}  {own_text:<28.28} diverged at step "
+                         f"{inst['diverged_step']} (loss NaN, inf or > {DIVERGENCE_FACTOR:g}x "
+                         "its first value): no metrics")
+            continue
         s = inst["singular_values"]
         ratio = s[1] / s[0] if len(s) > 1 and s[0] > 0 else float("nan")
         matched = [p for p in inst["pairs"] if p["sv_index"] is not None]
