@@ -148,6 +148,10 @@ def test_run_marks_a_diverged_instance_and_nulls_its_metrics(tmp_path, capsys):
     assert wild["final_loss"] == {"recon": None, "attn": None}
     assert wild["singular_values"] is None and wild["pairs"][0]["cos_query_u"] is None
     assert wild["pairs"][0]["query_feature"] == 0
+    import pandas as pd
+    heads = pd.read_csv(out / "analysis" / "heads.csv")  # the zeroed head measures nothing
+    assert heads.loc[1, ["mmcs_query_u", "principal_cos_query_min"]].isna().all()
+    assert heads.loc[0, ["mmcs_query_u", "principal_cos_query_min"]].notna().all()
     printed = capsys.readouterr().out
     assert f"diverged at step {wild['diverged_step']}" in printed
     assert "1 of 2 instances diverged" in printed

@@ -205,13 +205,12 @@ def match(score):
 
 
 def set_metrics(cos, feats, sig):
-    """(MMCS, Hungarian mean) of features `feats` against the significant columns
-    ((None, None) for no features)."""
-    if not len(feats):
+    """(MMCS, Hungarian mean) of features `feats` against the significant columns;
+    (None, None) for no features, or no significant direction (a zero head, e.g. a
+    diverged instance's): nothing was measured, so no number is reported."""
+    sub = cos[np.asarray(feats, dtype=int)][:, sig]
+    if not len(feats) or sub.shape[1] == 0:
         return None, None
-    sub = cos[np.asarray(feats)][:, sig]
-    if sub.shape[1] == 0:
-        return 0.0, 0.0
     cols = match(sub)
     matched = np.where(cols >= 0, sub[np.arange(len(feats)), cols], 0.0)
     return float(sub.max(axis=1).mean()), float(matched.mean())
@@ -289,7 +288,8 @@ def _head_rows(head, template, query_set, key_set, dead):
         row["sigma_target_r2"], row["sigma_target_spearman"] = _sigma_fit(pair_rows)
         for side, feats in (("query", query_set), ("key", key_set)):
             cos = head[f"principal_cos_{side}"]
-            ok = not dead[list(feats)].any()  # a zero column makes the span's basis arbitrary
+            # A zero column makes the span's basis arbitrary; a zero head has no span.
+            ok = not dead[list(feats)].any() and bool(sig.any())
             row[f"principal_cos_{side}_min"] = float(cos.min()) if ok else None
             row[f"principal_cos_{side}_mean"] = float(cos.mean()) if ok else None
     return row, pair_rows
