@@ -151,6 +151,9 @@ def main(argv=None) -> int:
     except (ConfigError, RunDirError, AnalysisInputError, CheckpointError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
+    except KeyboardInterrupt:  # staging folders are already gone (store.staged)
+        sys.stderr.write("toymodels: interrupted; nothing was written to the output\n")
+        return 130
     return 2
 
 
@@ -165,6 +168,10 @@ def _run(args) -> int:
                   progress=not args.no_progress)
     print(f"{args.preset}: {len(instances)} instances, {cfg.steps} steps -> {args.out}")
     print(summary_table(summary))
+    n_diverged = sum(inst["diverged_step"] is not None for inst in summary["instances"])
+    if n_diverged:
+        print(f"{n_diverged} of {len(instances)} instances diverged: their metrics are null "
+              "in summary.json")
     return 0
 
 
@@ -179,7 +186,7 @@ def _analyze(args) -> int:
     if not 0 <= rel_tol < 1:
         raise AnalysisInputError(f"--rel-tol must be in [0, 1), got {rel_tol}")
     if path.is_dir():
-        if args.features or args.template or args.axes or args.out:
+        if args.features or args.template or args.axes is not None or args.out:
             raise AnalysisInputError("a run directory carries its own features, template and "
                                      "axes; --features/--template/--axes/--out are for .npz input")
         from toymodels.run import reanalyze
@@ -188,11 +195,16 @@ def _analyze(args) -> int:
         if not args.features:
             raise AnalysisInputError(f"{path} needs --features FEATURES.npy, the [D, N] "
                                      "feature dictionary to compare singular vectors with")
+        from toymodels.analysis.alignment import check_axes
+        from toymodels.store import ANALYSIS_MARKER, check_out_dir
+
+        template = parse_template(args.template)
+        axes = None if args.axes is None else check_axes(
+            tuple(a.strip() for a in args.axes.split(",")))
+        out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
+        check_out_dir(out, True, marker=ANALYSIS_MARKER)  # before any work
         weights = _load_arrays(path)
         features = _load_array(Path(args.features))
-        template = parse_template(args.template)
-        axes = tuple(a.strip() for a in args.axes.split(",")) if args.axes else None
-        out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
         from toymodels.analysis.alignment import analyze
         from toymodels.store import write_analysis
         analysis = analyze(features, **weights, template=template, axes=axes,
@@ -213,11 +225,13 @@ def _sweep(args) -> int:
 
     from toymodels.sweep import load_spec
 
+    from toymodels.store import check_creatable
+    from toymodels.sweep import check_sweep_dir
+
     spec = load_spec(args.spec)  # validates every point before any work
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / "groups").is_dir())):
-        raise RunDirError(f"--out {out} exists and is not a sweep directory; choose another")
+    check_sweep_dir(spec, out)  # a sweep directory of this spec, or none yet
+    check_creatable(out, "--out")
     if args.backend == "ray":
         try:
             import ray  # noqa: F401
@@ -236,11 +250,11 @@ def _theory(args) -> int:
     from pathlib import Path
 
     from toymodels.theory.checks import CHECKS, PROFILES
-    from toymodels.store import check_out_dir
+    from toymodels.store import check_creatable, check_out_dir
 
     profile = PROFILES["full" if args.full else "quick"]
     only = None
-    if args.only:
+    if args.only is not None:  # --only "" names no check: refused, not "all"
         only = [c.strip() for c in args.only.split(",") if c.strip()]
         unknown = [c for c in only if c not in CHECKS]
         if unknown or not only:
@@ -248,8 +262,10 @@ def _theory(args) -> int:
                               "choose from " + ", ".join(CHECKS))
     out = args.out or f"runs/theory-{profile.name}"
     check_out_dir(out, args.overwrite, marker="theory.json")  # before any work
-    if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
-        raise RunDirError(f"--figures {args.figures} is a file; give a directory")
+    if args.figures is not None:
+        if Path(args.figures).exists() and not Path(args.figures).is_dir():
+            raise RunDirError(f"--figures {args.figures} is a file; give a directory")
+        check_creatable(args.figures, "--figures")
 
     from toymodels.theory.runner import draw_figures, run_theory, theory_table
     record = run_theory(profile, out, only=only, overwrite=args.overwrite)
@@ -262,12 +278,14 @@ def _theory(args) -> int:
 
 
 def _load_arrays(path):
+    import zipfile
+
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as f:
             weights = {k: f[k] for k in ("W_Q", "W_K", "W_V", "W_O") if k in f.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise AnalysisInputError(f"cannot read {path} as .npz: {e}") from None
     if not weights:
         raise AnalysisInputError(f"{path} holds none of W_Q, W_K, W_V, W_O")
@@ -280,9 +298,12 @@ def _load_array(path):
     if not path.is_file():
         raise AnalysisInputError(f"--features {path} does not exist")
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
         raise AnalysisInputError(f"cannot read --features {path} as .npy: {e}") from None
+    if not isinstance(features, np.ndarray):  # an .npz holds several arrays
+        raise AnalysisInputError(f"--features {path} must be one array saved as .npy")
+    return features
 
 
 if __name__ == "__main__":

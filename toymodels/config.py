@@ -10,10 +10,13 @@ compile or touches a run directory.
 """
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 
 from toymodels.config_transformer import (TRANSFORMER_BATCHED_FIELDS, TRANSFORMER_PRESETS,
-                                          TransformerConfig, make_transformer_instances)
+                                          TransformerConfig, make_transformer_instances,
+                                          transformer_bytes)
 from toymodels.errors import ConfigError
 
 Pair = tuple[int, int, float]
@@ -85,9 +88,7 @@ class ToyConfig:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         for name in ("importance_decay", "target_scale", "lam", "learning_rate",
                      "weight_decay", "init_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
+            check_number(name, getattr(self, name))
         if self.lam < 0:
             raise ConfigError(f"lam must be >= 0, got {self.lam}")
         if self.learning_rate <= 0:
@@ -113,7 +114,7 @@ class ToyConfig:
         if self.attn_loss not in ("xent", "mse"):
             raise ConfigError(f"attn_loss must be 'xent' or 'mse', got {self.attn_loss!r}")
         _check_p_active(self.p_active, self.N)
-        _check_template(self.template, self.N)
+        check_template(self.template, self.N)
 
     @property
     def p_active_vector(self) -> tuple[float, ...]:
@@ -155,13 +156,22 @@ def _check_p_active(p_active, N):
         raise ConfigError(f"p_active has {len(p_active)} values but N={N}; give one value "
                           "or one per feature")
     for p in values:
-        if isinstance(p, bool) or not isinstance(p, (int, float)):
-            raise ConfigError(f"p_active must be a number in (0, 1], got {p!r}")
+        check_number("p_active", p)
         if not 0 < p <= 1:
             raise ConfigError(f"p_active must be in (0, 1], got {p}")
 
 
-def _check_template(template, N):
+def check_number(name: str, value) -> None:
+    """A real, finite number (not a bool): NaN or inf would train to an all-NaN run."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+
+
+def check_template(template, N):
+    """Template pairs: in-range integer indices, finite values, no pair twice. Shared by
+    configs and by `analyze`."""
     if not isinstance(template, tuple):
         raise ConfigError("template must be a tuple of (query_feature, key_feature, value)")
     seen = set()
@@ -175,8 +185,7 @@ def _check_template(template, N):
             if not 0 <= idx < N:
                 raise ConfigError(f"template index {idx} is out of range for N={N} "
                                   f"(indices run 0..{N - 1})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"template value {value!r} must be a number")
+        check_number("template value", value)
         if (i, j) in seen:
             raise ConfigError(f"template lists the pair ({i}, {j}) twice")
         seen.add((i, j))
@@ -300,26 +309,94 @@ def apply_overrides(cfg: ToyConfig, assignments: list[str]) -> ToyConfig:
     return cfg.replace(**changes)
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds are unsigned 32-bit integers (training keys are made from uint32 seeds)."""
+
+MAX_SEEDS = 1_000_000
+"""More seeds than this in one run or sweep is refused before they are listed."""
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-7' -> 0..7; '1,4,9' -> (1, 4, 9); '3' -> (3,). Seeds are distinct and >= 0."""
-    seeds = []
+    """'0-7' -> 0..7; '1,4,9' -> (1, 4, 9); '3' -> (3,). See check_seeds."""
+    bounds = []
     for part in text.split(","):
         part = part.strip()
         lo, dash, hi = part.partition("-")
         try:
-            if dash:
-                lo_i, hi_i = int(lo), int(hi)
-                if hi_i < lo_i:
-                    raise ValueError
-                seeds.extend(range(lo_i, hi_i + 1))
-            else:
-                seeds.append(int(part))
+            lo_i, hi_i = (int(lo), int(hi)) if dash else (int(part), int(part))
+            if hi_i < lo_i or lo_i < 0:
+                raise ValueError
         except ValueError:
             raise ConfigError(f"--seeds {text!r} is malformed; use a range like 0-7 "
                               "or a list like 0,3,5 of non-negative integers") from None
+        bounds.append((lo_i, hi_i))
+    count = sum(hi - lo + 1 for lo, hi in bounds)  # before listing them: '0-10**12' is cheap
+    if count > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text!r} gives {count:,} seeds; at most {MAX_SEEDS:,} "
+                          "are allowed")
+    return check_seeds([s for lo, hi in bounds for s in range(lo, hi + 1)], f"--seeds {text!r}")
+
+
+def check_seeds(seeds, what: str = "seeds") -> tuple[int, ...]:
+    """The one check of seeds, for run, sweep and the API: at least one, each an integer in
+    [0, 2**32 - 1] (not a bool), none twice, at most MAX_SEEDS."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError(f"{what}: a run needs at least one seed")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"{what} gives {len(seeds):,} seeds; at most {MAX_SEEDS:,} are allowed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+            raise ConfigError(f"{what}: seed {s!r} must be an integer in [0, {MAX_SEED}]")
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r} lists a seed twice")
+        raise ConfigError(f"{what} lists a seed twice")
     return tuple(seeds)
+
+
+# ---- resources: refuse what cannot fit, before anything is built -------------------
+
+ACTIVATION_FACTOR = 4
+"""Live copies of a step's batch tensors (inputs, residuals, logits, their gradients)."""
+
+
+def estimate_bytes(cfg: ToyConfig, n_instances: int) -> int:
+    """A rough lower bound of the memory that training and analysing n_instances of cfg
+    needs, float32 throughout (documented in README "Bad input"):
+      parameters W, b, W_Q, W_K, times 4 (values, gradients, Adam's two moments);
+      one step's batch, batch_size x (m + 1) tokens of N features and D residuals, times
+      ACTIVATION_FACTOR; loss curves (2 per step); recorded dynamics; and the analysis'
+      cosines [N, K] (4 arrays) and feature Gram matrix [N, N]."""
+    if isinstance(cfg, TransformerConfig):
+        return transformer_bytes(cfg, n_instances, ACTIVATION_FACTOR)
+    N, D, H, m = cfg.N, cfg.D, cfg.H, cfg.m
+    K = min(H, D)
+    params = 4 * (D * N + N + 2 * H * D)
+    batch = ACTIVATION_FACTOR * cfg.batch_size * (m + 1) * (N + D)
+    curves = 2 * cfg.steps
+    records = cfg.record_points * (K + 3 * len(cfg.template) + N)
+    analysis = 4 * N * K + N * N
+    return 4 * n_instances * (params + batch + curves + records + analysis)
+
+
+def machine_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(cfg: ToyConfig, n_instances: int, what: str = "this run") -> None:
+    """ConfigError when estimate_bytes exceeds this machine's memory."""
+    need, have = estimate_bytes(cfg, n_instances), machine_bytes()
+    if have is not None and need > have:
+        raise ConfigError(f"{what} ({n_instances:,} instances, N={cfg.N}, batch_size="
+                          f"{cfg.batch_size}, steps={cfg.steps}) needs about {_gb(need)} of "
+                          f"memory; this machine has {_gb(have)}")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
 
 
 # ---- instances: the vmapped axis of one run ---------------------------------------
@@ -348,6 +425,8 @@ def make_instances(cfg: ToyConfig, seeds, vary: dict | None = None) -> list[Inst
     import itertools
 
     if isinstance(cfg, TransformerConfig):
+        seeds = check_seeds(seeds)
+        check_fits(cfg, len(seeds) * math.prod(len(v) for v in (vary or {}).values()))
         return make_transformer_instances(cfg, seeds, vary)
 
     vary = dict(vary or {})
@@ -359,8 +438,9 @@ def make_instances(cfg: ToyConfig, seeds, vary: dict | None = None) -> list[Inst
             raise ConfigError(f"--vary {name} has no values")
         for value in values:  # each value must make a valid config on its own
             cfg.replace(**{name: value})
-    if not seeds:
-        raise ConfigError("a run needs at least one seed")
+    seeds = check_seeds(seeds)
+    n_instances = len(seeds) * math.prod(len(v) for v in vary.values())
+    check_fits(cfg, n_instances)  # before any instance is built
     names = list(vary)
     instances = []
     for combo in itertools.product(*(vary[n] for n in names)):

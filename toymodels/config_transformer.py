@@ -247,6 +247,17 @@ class TransformerConfig:
         return cls(**d)
 
 
+def transformer_bytes(cfg: TransformerConfig, n_instances: int, activation_factor: int) -> int:
+    """A rough lower bound of the memory training n_instances needs, float32 (as
+    config.estimate_bytes for the toy): parameters x 4 (values, gradients, Adam moments),
+    one step's activations x activation_factor, loss curves, and recorded parameters."""
+    L, n, H, D, N, T = cfg.n_layers, cfg.n_heads, cfg.H, cfg.D, cfg.N, cfg.T
+    params = D * N + L * (4 * n * H * D + 3 * n * H + D) + T * D + L * 8 * D * D * cfg.mlp
+    batch = cfg.batch_size * T * (N + L * (3 * D + 3 * n * H + n * T + 4 * D * cfg.mlp))
+    records = cfg.record_points * (params + 3 * L * n)
+    return 4 * n_instances * (4 * params + activation_factor * batch + 2 * cfg.steps + records)
+
+
 def transformer_field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TransformerConfig)]
 

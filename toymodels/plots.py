@@ -168,7 +168,7 @@ def plot_transformer_run(run_dir, out_path):
     columns = ("accuracy", "qk_matched", "qk_baseline", "ov_matched")
     labels, grid = [], []
     for inst in summary["instances"]:
-        for h in inst["heads"]:
+        for h in inst["heads"] or []:  # a diverged instance has none
             labels.append(f"seed {inst['seed']} · L{h['layer']}H{h['head']}")
             grid.append([np.nan if h[c] is None else h[c] for c in columns])
     grid = np.array(grid)
@@ -193,6 +193,8 @@ def plot_transformer_run(run_dir, out_path):
                 steps, acc, qk, ov = d["steps"], d["accuracy"], d["qk_cos"], d["ov_cos"]
             for n, inst in enumerate(summary["instances"]):
                 b = inst["solving_head"]
+                if b is None:  # diverged
+                    continue
                 at = (n, slice(None), b["layer"], b["head"])
                 kw = {"lw": 0.9, "alpha": 0.8}
                 ax.semilogx(steps, acc[at], color="tab:blue", **kw,

@@ -14,8 +14,9 @@ from toymodels.analysis.svd import DEFAULT_REL_TOL
 from toymodels.config import Instance, ToyConfig
 from toymodels.dynamics import first_crossings
 from toymodels.analysis.alignment import HeadAnalysis, analyze
-from toymodels.store import (check_out_dir, git_commit, staged, versions, write_analysis,
-                             write_json)
+from toymodels.divergence import (DIVERGENCE_FACTOR, diverged_steps, mark_diverged,
+                                  mask_diverged)
+from toymodels.store import claim, git_commit, staged, versions, write_analysis, write_json
 from toymodels.train import TrainResult, train
 
 SUMMARY_PAIR_KEYS = ("query_feature", "key_feature", "target", "sv_index", "cos_query_u",
@@ -63,19 +64,28 @@ def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],
 def run(preset_name: str, cfg, instances: list, out_dir, *,
         overwrite: bool = False, progress: bool = True) -> dict:
     """Train, analyse and store one run in out_dir; returns its summary."""
-    out = check_out_dir(out_dir, overwrite)  # before any work
+    with claim(out_dir, overwrite) as out:  # checks and locks out_dir before any work
+        return _train_and_store(preset_name, cfg, instances, out, overwrite, progress)
+
+
+def _train_and_store(preset_name, cfg, instances, out, overwrite, progress) -> dict:
     t0 = time.perf_counter()
     result = train(cfg, instances, progress=progress, desc=preset_name)
     train_s = time.perf_counter() - t0
     if is_transformer(cfg):
-        summary, analysis, arrays = transformer_record(preset_name, cfg, instances, result)
+        diverged = transformer_diverged(result.curves, instances)
+        summary, analysis, arrays = transformer_record(
+            preset_name, cfg, instances, result, mask_diverged(result.params, diverged))
+        summary = mark_transformer_diverged(summary, diverged)
     else:
-        analysis = analyze_params(cfg, result.params)
-        summary = build_summary(preset_name, cfg, instances, result, analysis)
+        diverged = diverged_steps(result.curves, [inst.lam for inst in instances])
+        analysis = analyze_params(cfg, mask_diverged(result.params, diverged))
+        summary = mark_diverged(build_summary(preset_name, cfg, instances, result, analysis),
+                                diverged)
         arrays = {"singular_values": analysis.arrays["qk_S"],
                   "cos_u": analysis.arrays["qk_cos_u"], "cos_v": analysis.arrays["qk_cos_v"]}
 
-    with staged(out) as staging:
+    with staged(out, overwrite) as staging:
         write_json(staging / "summary.json", summary)
         np.savez(staging / "params.npz", **result.params)
         np.savez(staging / "curves.npz", **result.curves)
@@ -100,14 +110,33 @@ def is_transformer(cfg) -> bool:
     return getattr(cfg, "family", "toy") == "transformer"
 
 
-def transformer_record(preset_name: str, cfg, instances, result):
-    """(summary, analysis tables, arrays) of a toy-transformer run."""
+def transformer_diverged(curves: dict, instances) -> list:
+    """diverged_step of each toy-transformer instance's task loss."""
+    from toymodels.divergence import diverged_step
+    return [diverged_step(curves["task"][n]) for n in range(len(instances))]
+
+
+def mark_transformer_diverged(summary: dict, steps) -> dict:
+    """As divergence.mark_diverged, for a toy-transformer summary: a diverged instance's
+    losses, heads and verdict become null."""
+    for record, step in zip(summary["instances"], steps):
+        record["diverged_step"] = step
+        if step is not None:
+            record["final_loss"] = {k: None for k in record["final_loss"]}
+            record.update(eval_task_loss=None, solved=None, solving_head=None,
+                          solving_heads=None, heads=None)
+    return summary
+
+
+def transformer_record(preset_name: str, cfg, instances, result, params: dict):
+    """(summary, analysis tables, arrays) of a toy-transformer run; params: the trained
+    parameters with diverged instances zeroed."""
     from toymodels.families import transformer as family
     from toymodels.run_transformer import build_instances, head_records
 
-    evaluation = family.evaluate(cfg, result.params, instances)
-    analysis = family.analyze_params(cfg, result.params)
-    heads = head_records(cfg, result.params, analysis, evaluation["accuracy"])
+    evaluation = family.evaluate(cfg, params, instances)
+    analysis = family.analyze_params(cfg, params)
+    heads = head_records(cfg, params, analysis, evaluation["accuracy"])
     window = min(FINAL_LOSS_WINDOW, cfg.steps)
     summary = {"family": "transformer", "preset": preset_name, "config": cfg.to_dict(),
                "final_loss_window": window, "solved_accuracy": family.SOLVED_ACCURACY,
@@ -117,7 +146,7 @@ def transformer_record(preset_name: str, cfg, instances, result):
               **{f"{c}_{k}": analysis.arrays[f"{c}_{k}"] for c in ("qk", "ov")
                  for k in ("S", "cos_u", "cos_v")}}
     if cfg.positions == "rope":
-        offsets = family.rope_offsets(cfg, result.params)
+        offsets = family.rope_offsets(cfg, params)
         arrays |= {f"rope_{k}": v for k, v in offsets.items()}
     return summary, analysis, arrays
 
@@ -136,11 +165,13 @@ def reanalyze(run_dir, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> Path:
     """Recompute a stored run's full metric set into run_dir/analysis (no retraining)."""
     from toymodels.store import load_run
     loaded = load_run(run_dir)
+    diverged = [inst.get("diverged_step") for inst in loaded.summary.get("instances", [])]
+    params = mask_diverged(loaded.params, diverged)
     if is_transformer(loaded.config):
         from toymodels.families import transformer as family
-        analysis = family.analyze_params(loaded.config, loaded.params, rel_tol, seed)
+        analysis = family.analyze_params(loaded.config, params, rel_tol, seed)
     else:
-        analysis = analyze_params(loaded.config, loaded.params, rel_tol, seed)
+        analysis = analyze_params(loaded.config, params, rel_tol, seed)
     return write_analysis(Path(run_dir) / "analysis", analysis,
                           analysis_meta(run_dir, loaded.config, rel_tol, seed))
 
@@ -159,6 +190,11 @@ def summary_table(summary: dict) -> str:
         own = {k: v for k, v in inst["overrides"].items() if v != base[k]}
         own_text = ",".join(f"{k}={v:g}" for k, v in own.items()
                             if not isinstance(v, list)) or "-"
+        if inst.get("diverged_step") is not None:  # its metrics are null: say why
+            lines.append(f"{inst['seed']:>4}  {own_text:<28.28} diverged at step "
+                         f"{inst['diverged_step']} (loss NaN, inf or > {DIVERGENCE_FACTOR:g}x "
+                         "its first value): no metrics")
+            continue
         s = inst["singular_values"]
         ratio = s[1] / s[0] if len(s) > 1 and s[0] > 0 else float("nan")
         matched = [p for p in inst["pairs"] if p["sv_index"] is not None]

@@ -90,6 +90,10 @@ def summary_table(summary: dict) -> str:
               f"{'other heads: QK match [baseline 5–95%]':<40}")
     lines = [header, "-" * len(header)]
     for inst in summary["instances"]:
+        if inst.get("diverged_step") is not None:  # its metrics are null: say why
+            lines.append(f"{inst['seed']:>4} diverged at step {inst['diverged_step']} (task loss "
+                         "NaN, inf or > 1000x its first value); metrics null")
+            continue
         b = inst["solving_head"]
         best = next(h for h in inst["heads"]
                     if (h["layer"], h["head"]) == (b["layer"], b["head"]))

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,9 +27,11 @@ import numpy as np
 
 from toymodels.config import ToyConfig
 from toymodels.config_transformer import TransformerConfig
-from toymodels.errors import ConfigError, RunDirError
+from toymodels.errors import RunDirError
 
 RUN_FILES = ("summary.json", "params.npz", "curves.npz", "analysis.npz")
+PARAM_KEYS = ("W", "b", "W_Q", "W_K")
+ANALYSIS_MARKER = "analysis.json"
 
 
 def check_out_dir(out_dir, overwrite: bool, marker: str = "summary.json") -> Path:
@@ -43,43 +46,194 @@ def check_out_dir(out_dir, overwrite: bool, marker: str = "summary.json") -> Pat
     if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
         raise RunDirError(f"--out {out} holds files that are not a toymodels run; "
                           "refusing to replace it")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise RunDirError(f"--out {out}: {parent} is not writable")
+    check_creatable(out, "--out")
     return out
 
 
-def stage_dir(out: Path) -> Path:
-    """A fresh staging folder beside out (same filesystem, so the final rename is atomic)."""
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.resolve().parent))
+def check_creatable(path, flag: str) -> None:
+    """RunDirError unless path's nearest existing ancestor is a writable directory."""
+    path = Path(path).absolute()
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunDirError(f"{flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"{flag} {path}: {parent} is not writable")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 @contextlib.contextmanager
-def staged(out: Path):
-    """Yield a staging folder; on success it replaces out, on any failure it is removed,
-    so out holds either the old complete result or the new one, never a partial one."""
+def claim(out_dir, overwrite: bool = False, marker: str = "summary.json"):
+    """Hold out_dir for one writer, from before any work until its result is committed.
+
+    Checks out_dir (check_out_dir), creates its parent folders (so an unusable path
+    fails now, not after training), takes an exclusive lock `.<name>.lock` beside it
+    (another process writing there gets a one-line RunDirError), and tidies what a
+    killed writer left: its staging folders, and a previous run it had moved aside."""
+    out = check_out_dir(out_dir, overwrite, marker)
+    created = _make_parents(out)
+    try:
+        lock = _lock(out)
+    except BaseException:
+        for folder in reversed(created):  # leave no trace of a refused claim
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    try:
+        _recover(out.absolute())
+        yield out
+    finally:
+        _unlock(lock)
+
+
+def _make_parents(out: Path) -> list[Path]:
+    missing = []
+    parent = out.absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+    except OSError as e:
+        raise RunDirError(f"--out {out}: cannot create {e.filename}: {e.strerror}") from None
+    return list(reversed(missing))
+
+
+def _lock_path(out: Path) -> Path:
+    out = out.absolute()
+    return out.with_name(f".{out.name}.lock")
+
+
+def _lock(out: Path):
+    """An flock on .<name>.lock: the kernel drops it when its process dies, so a killed
+    run never blocks the next one. The file holds the pid, for the message."""
+    import fcntl
+
+    path = _lock_path(out)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise RunDirError(f"--out {out}: cannot create {path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunDirError(f"--out {out} is being written by another toymodels process "
+                              f"(pid {holder}); wait for it or choose another directory") \
+                from None
+        # The holder before us may have unlinked the file after we opened it: retry on the
+        # file that is there now, or two writers would hold two different locks.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd, path
+        os.close(fd)
+
+
+def _unlock(lock) -> None:
+    fd, path = lock
+    with contextlib.suppress(OSError):
+        path.unlink()  # while still holding it, so nobody locks a file about to vanish
+    os.close(fd)
+
+
+def _stale(folder: Path, kind: str) -> bool:
+    """Whether a `.<name>.<kind>-<pid>-...` folder belongs to a process that is gone."""
+    pid = folder.name.rsplit(f".{kind}-", 1)[-1].split("-", 1)[0]
+    return pid.isdigit() and not _pid_alive(int(pid))
+
+
+def _recover(out: Path) -> None:
+    """Clean up after writers of out that were killed: their staging folders go; a
+    previous run they had moved aside while replacing it goes back if out is missing."""
+    for folder in out.parent.glob(f".{out.name}.staging-*"):
+        if _stale(folder, "staging"):
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in out.parent.glob(f".{out.name}.old-*"):
+        if _stale(folder, "old"):
+            if not out.exists():
+                os.rename(folder, out)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def stage_dir(out: Path) -> Path:
+    """A fresh staging folder beside out (same filesystem, so the final rename is atomic),
+    named with this process' id so that a later run can tell whether it is stale. Its mode
+    follows the umask, as a plain mkdir's would (mkdtemp's is always 0700)."""
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
+
+
+@contextlib.contextmanager
+def staged(out: Path, overwrite: bool = False, marker: str = "summary.json"):
+    """Yield a staging folder; on success it becomes out (see commit_dir), on any failure
+    it is removed, so out holds either the old complete result or the new one, never a
+    partial one. Call it inside claim(out), which keeps other writers away."""
     staging = stage_dir(out)
     try:
         yield staging
-        commit_dir(staging, out)
+        commit_dir(staging, out, overwrite, marker)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def commit_dir(staging: Path, out: Path) -> None:
-    """Move a finished staging folder to out, replacing a previous run there."""
-    out = out.resolve()
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, old / "run")
-    os.rename(staging, out)
-    if old is not None:
+def commit_dir(staging: Path, out: Path, overwrite: bool = False,
+               marker: str = "summary.json") -> None:
+    """Move a finished staging folder to out. Decided now, not when the run started:
+
+    - out missing or empty: rename (rename(2) may replace an empty directory: nothing lost);
+    - overwrite and out holds a previous result (its marker file): that result is moved
+      aside, the new one renamed in, the old one deleted (put back if the rename fails);
+    - anything else (files appeared in out meanwhile, or no overwrite): nothing in out is
+      touched; the new result is kept beside it as out.conflict-<time> and RunDirError
+      says so. Nothing is ever deleted that this run did not create, or replace on request.
+    """
+    out = out.absolute()
+    if overwrite and out.is_dir() and (out / marker).exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except OSError:
+            os.rename(old, out)
+            _keep_as_conflict(staging, out)
         shutil.rmtree(old)
+        return
+    try:
+        os.rename(staging, out)  # fails on a non-empty directory (ENOTEMPTY) or a file
+    except OSError:
+        _keep_as_conflict(staging, out)
+
+
+def _keep_as_conflict(staging: Path, out: Path):
+    kept = out.with_name(f"{out.name}.conflict-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.rename(staging, kept)
+    raise RunDirError(f"{out} was changed by someone else during the run, so it was left as "
+                      f"it is; the new results are in {kept}")
 
 
 def write_json(path: Path, obj) -> None:
@@ -121,26 +275,52 @@ class LoadedRun:
     """Metrics recorded during training (if the run recorded any): 'steps' [R], ... [I, R, ...]."""
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+def read_json(path: Path, what: str = "toymodels") -> dict:
+    """A JSON object from path, or RunDirError naming the file and what is wrong."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable or corrupt ({e}); it is not a {what} file "
+                          "this version can read") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path} holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _load_npz(path: Path, required=()) -> dict[str, np.ndarray]:
+    """Numeric arrays from an .npz, never unpickling; RunDirError naming the file else."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RunDirError(f"{path} is unreadable or corrupt: {e}") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise RunDirError(f"{path} lacks {', '.join(missing)}")
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise RunDirError(f"{path}: {k} holds {a.dtype} values, not numbers")
+    return arrays
 
 
 def load_run(run_dir) -> LoadedRun:
-    """Read a run directory back: config, summary, parameters, loss curves, analysis arrays."""
+    """Read a run directory back: config, summary, parameters, loss curves, analysis arrays.
+    A missing, truncated or malformed file raises RunDirError naming it."""
     run_dir = Path(run_dir)
     missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
     if missing:
         raise RunDirError(f"{run_dir} is not a toymodels run (missing {', '.join(missing)})")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_json(run_dir / "summary.json", "run summary")
     config_class = TransformerConfig if summary.get("family") == "transformer" else ToyConfig
     try:
         config = config_class.from_dict(summary["config"])
-    except (TypeError, KeyError, ConfigError) as e:
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise RunDirError(f"{run_dir}/summary.json has an unreadable config: {e}") from None
     return LoadedRun(config=config, summary=summary,
-                     params=_load_npz(run_dir / "params.npz"),
-                     curves=_load_npz(run_dir / "curves.npz"),
+                     params=_load_npz(run_dir / "params.npz", PARAM_KEYS),
+                     curves=_load_npz(run_dir / "curves.npz", ("recon", "attn")),
                      analysis=_load_npz(run_dir / "analysis.npz"),
                      dynamics=_load_npz(run_dir / "dynamics.npz")
                      if (run_dir / "dynamics.npz").exists() else None)
@@ -159,19 +339,16 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def write_analysis(out_dir, analysis, meta: dict) -> Path:
     """Write an analysis as out_dir/{heads,pairs,features}.csv, arrays.npz and
-    analysis.json (what was analysed, and how), replacing out_dir atomically."""
+    analysis.json (what was analysed, and how), replacing a previous analysis in out_dir
+    atomically (never a folder that holds anything else)."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out} is a file; give a directory path")
-    if out.is_dir() and any(out.iterdir()) and not (out / "analysis.json").exists():
-        raise RunDirError(f"{out} holds files that are not a toymodels analysis; "
-                          "refusing to replace it")
-    with staged(out) as staging:
+    with claim(out, overwrite=True, marker=ANALYSIS_MARKER), \
+            staged(out, overwrite=True, marker=ANALYSIS_MARKER) as staging:
         write_csv(staging / "heads.csv", analysis.heads)
         write_csv(staging / "pairs.csv", analysis.pairs)
         write_csv(staging / "features.csv", analysis.features)
         np.savez(staging / "arrays.npz", **analysis.arrays)
-        write_json(staging / "analysis.json", {**meta, "axes": list(analysis.axes),
+        write_json(staging / ANALYSIS_MARKER, {**meta, "axes": list(analysis.axes),
                                                 "versions": versions(),
                                                 "git_commit": git_commit()})
     return out

@@ -9,10 +9,12 @@ and train as one vmapped program; N, D, H, m and the other fields split groups.
   DIR/groups/<id>.pairs.parquet  its per-pair rows (long form)
   DIR/results.parquet            every group's rows, in spec order
   DIR/pairs.parquet              every group's pair rows
-  DIR/manifest.json              spec, versions, git commit, per-group time and compiles
+  DIR/manifest.json              spec and its hash, versions, git commit, per-group time
+                                 and compiles
 
 Rerunning a sweep skips groups whose file exists, so a killed sweep resumes with
-no lost or duplicated rows. An instance whose loss becomes NaN, inf or explodes
+no lost or duplicated rows. A sweep directory belongs to one spec: another spec into
+it is refused (RunDirError), and one process at a time writes it (store.claim). An instance whose loss becomes NaN, inf or explodes
 (see DIVERGENCE_FACTOR) is marked diverged with its step, and its metrics are null;
 instances never interact, so the rest of its program is unaffected.
 """
@@ -21,6 +23,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import time
 import tomllib
@@ -28,10 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.config import (BATCHED_FIELDS, Instance, ToyConfig, field_names, make_instances,
-                              parse_seeds, parse_template, preset)
+from toymodels.config import (BATCHED_FIELDS, Instance, ToyConfig, check_fits,
+                              check_seeds, field_names, make_instances, parse_seeds,
+                              parse_template, preset)
 from toymodels.config_transformer import TRANSFORMER_BATCHED_FIELDS, TransformerConfig
-from toymodels.errors import ConfigError
+from toymodels.divergence import (DIVERGENCE_FACTOR, PAIR_IDENTITY,  # noqa: F401 (re-exported)
+                                  diverged_step, diverged_steps, mask_diverged, null_pair)
+from toymodels.errors import ConfigError, RunDirError
+
+MAX_POINTS = 1_000_000
+"""A sweep of more (config, seed) points than this is refused before any is built."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +63,39 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"seeds": list(self.seeds)}
 
+    def canonical_hash(self) -> str:
+        """Equal for specs that describe the same sweep however they were written
+        (seeds as '0-3' or a list, 1 or 1.0 for a float field)."""
+        typed = {kind: {k: ([_typed(k, v) for v in vals] if kind != "set" else _typed(k, vals))
+                        for k, vals in getattr(self, kind).items()}
+                 for kind in ("set", "grid", "zip")}
+        blob = json.dumps({"preset": self.preset, "seeds": list(self.seeds), **typed},
+                          sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_spec_types(spec: SweepSpec) -> None:
+    """The shape of a spec, before any value in it is used."""
+    if not isinstance(spec.preset, str):
+        raise ConfigError(f"preset must be a string like \"single-pair\", got {spec.preset!r}")
+    for kind in ("set", "grid", "zip"):
+        if not isinstance(getattr(spec, kind), dict):
+            raise ConfigError(f"[{kind}] must be a table of field = value(s), got "
+                              f"{getattr(spec, kind)!r}")
+    for kind in ("grid", "zip"):
+        for name, values in getattr(spec, kind).items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"[{kind}] {name} must be a non-empty list of values")
+            if name == "seed" or name == "seeds":
+                raise ConfigError("give seeds as the top-level seeds = [...], not an axis")
+    check_seeds(spec.seeds, "seeds")
+
+
+def count_points(spec: SweepSpec) -> int:
+    """How many (config, seed) points the spec makes, without making them."""
+    zipped = len(next(iter(spec.zip.values()))) if spec.zip else 1
+    return math.prod(len(v) for v in spec.grid.values()) * zipped * len(spec.seeds)
+
 
 def _typed(name: str, value, config_class=ToyConfig):
     """A TOML value as the config field's type (ints for float fields become floats)."""
@@ -63,13 +105,14 @@ def _typed(name: str, value, config_class=ToyConfig):
     kind = kinds[name]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if name == "p_active" and isinstance(value, list):  # numbers only; ToyConfig checks the rest
+        return tuple(float(p) if isinstance(p, int) and not isinstance(p, bool) else p
+                     for p in value)
     if name == "template":
         if isinstance(value, str):
             return parse_template(value)
         if isinstance(value, list):
             return tuple(tuple(p) if isinstance(p, list) else p for p in value)
-    if name == "p_active" and isinstance(value, list):
-        return tuple(float(p) for p in value)
     if name == "pairs" and isinstance(value, list):  # a transformer's planted pairs
         return tuple(tuple(p) if isinstance(p, list) else p for p in value)
     if name in ("value_features", "value_gains") and isinstance(value, list):
@@ -88,7 +131,9 @@ def load_spec(path) -> SweepSpec:
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     unknown = set(raw) - {"preset", "seeds", "set", "grid", "zip"}
@@ -100,29 +145,36 @@ def load_spec(path) -> SweepSpec:
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, str):
         seeds = parse_seeds(seeds)
-    elif not (isinstance(seeds, list) and all(isinstance(s, int) and s >= 0 for s in seeds)):
+    elif not isinstance(seeds, list):
         raise ConfigError(f"{path}: seeds must be a list of integers >= 0 or a string like '0-3'")
-    spec = SweepSpec(preset=raw["preset"], seeds=tuple(seeds), set=raw.get("set", {}),
-                     grid=raw.get("grid", {}), zip=raw.get("zip", {}))
-    expand(spec)  # validates every point before any work
+    spec = SweepSpec(preset=raw["preset"], seeds=tuple(check_seeds(seeds, f"{path}: seeds")),
+                     set=raw.get("set", {}), grid=raw.get("grid", {}), zip=raw.get("zip", {}))
+    plan(spec)  # validates every point and group before any work
     return spec
+
+
+def plan(spec: SweepSpec) -> list["Group"]:
+    """The sweep's shape groups, each checked to fit in memory (check_fits)."""
+    groups = group_points(expand(spec))
+    for group in groups:
+        check_fits(group.cfg, len(group.instances), f"group of N={group.cfg.N}")
+    return groups
 
 
 def expand(spec: SweepSpec) -> list[tuple[ToyConfig, Instance]]:
     """Every (config, instance) of the sweep, in spec order (seeds vary fastest)."""
+    _check_spec_types(spec)
     base = spec.base()
-    for kind, axes in (("grid", spec.grid), ("zip", spec.zip)):
-        for name, values in axes.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"[{kind}] {name} must be a non-empty list of values")
-            if name == "seed" or name == "seeds":
-                raise ConfigError("give seeds as the top-level seeds = [...], not an axis")
     lengths = {len(v) for v in spec.zip.values()}
     if len(lengths) > 1:
         raise ConfigError(f"[zip] axes must have equal lengths, got {sorted(lengths)}")
     if set(spec.grid) & set(spec.zip):
         raise ConfigError(f"{sorted(set(spec.grid) & set(spec.zip))[0]!r} is both a grid and "
                           "a zip axis")
+    n_points = count_points(spec)  # before building any: a 10**8-point grid is refused now
+    if n_points > MAX_POINTS:
+        raise ConfigError(f"the sweep has {n_points:,} points (configs x seeds); at most "
+                          f"{MAX_POINTS:,} are allowed")
     zipped = [dict(zip(spec.zip, vals)) for vals in zip(*spec.zip.values())] or [{}]
     grid = [dict(zip(spec.grid, vals)) for vals in itertools.product(*spec.grid.values())]
     points = []
@@ -164,7 +216,6 @@ def group_points(points) -> list[Group]:
 # ---- running a group --------------------------------------------------------------
 
 CONFIG_COLUMNS = [n for n in field_names() if n != "template"]
-PAIR_IDENTITY = ("query_feature", "key_feature", "target")
 
 
 def run_group(group: Group, progress: bool = True) -> dict:
@@ -181,8 +232,7 @@ def run_group(group: Group, progress: bool = True) -> dict:
     diverged_at = [diverged_step(family.divergence_loss(
         {k: v[n] for k, v in result.curves.items()}, inst))
         for n, inst in enumerate(group.instances)]
-    params = {k: np.where(_instance_mask(v, diverged_at), 0.0, v).astype(np.float32)
-              for k, v in result.params.items()}  # a diverged head is not analysed
+    params = mask_diverged(result.params, diverged_at)  # a diverged head is not analysed
     if isinstance(group.cfg, TransformerConfig):
         from toymodels.run_transformer import sweep_rows
         rows, pair_rows = sweep_rows(group.id, group.cfg, group.instances, result, params,
@@ -217,7 +267,7 @@ def _toy_rows(group: Group, result, params, diverged_at):
         for p in (p for p in analysis.pairs if p["instance"] == n):
             pair = {k: v for k, v in p.items() if k not in ("instance", "circuit")}
             if not ok:  # keep which pair it is, drop what a diverged head measured
-                pair |= {k: None for k in pair if k not in PAIR_IDENTITY}
+                pair = null_pair(pair)
             pair_rows.append({"group": group.id, "seed": inst.seed, "lam": inst.lam,
                               "learning_rate": inst.learning_rate,
                               "target_scale": inst.target_scale, **pair})
@@ -228,41 +278,54 @@ def _cell(value):
     return json.dumps(list(value)) if isinstance(value, tuple) else value
 
 
-DIVERGENCE_FACTOR = 1e3
-"""A loss above this many times its first-step value counts as diverged (as does NaN or
-inf): Adam moves each weight by about the learning rate per step, so a too-large rate
-makes the loss explode polynomially long before it overflows."""
-
-
-def diverged_step(loss) -> int | None:
-    """First step (1-based) at which the training loss is non-finite or above
-    DIVERGENCE_FACTOR times its first value; None if it never is."""
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(loss) | (loss > DIVERGENCE_FACTOR * abs(loss[0]))
-    idx = np.flatnonzero(bad)
-    return int(idx[0]) + 1 if idx.size else None
-
-
-def _instance_mask(array, diverged_at):
-    bad = np.array([d is not None for d in diverged_at])
-    return bad.reshape((-1,) + (1,) * (array.ndim - 1))
-
-
 # ---- the sweep --------------------------------------------------------------------
 
 
 def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=None,
               progress: bool = True) -> dict:
     """Run every group not yet stored in out_dir, then assemble the tables."""
-    from toymodels.store import git_commit, versions, write_json
+    from toymodels.store import claim
+
+    groups = plan(spec)
+    # Groups land in the directory one by one, so it is locked for the whole sweep.
+    with claim(out_dir, overwrite=True, marker="manifest.json") as out:
+        return _run_groups(spec, groups, out, backend, ray_address, progress)
+
+
+def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
+    """The manifest already in out_dir ({} if none). RunDirError if out_dir is not a sweep
+    directory, or holds another spec's sweep (its rows are never dropped or mixed)."""
+    from toymodels.store import read_json
 
     out = Path(out_dir)
-    groups = group_points(expand(spec))
-    (out / "groups").mkdir(parents=True, exist_ok=True)
-    todo = [g for g in groups if not (out / "groups" / f"{g.id}.parquet").exists()]
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    ours = (out / "manifest.json").is_file() or (out / "groups").is_dir()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not ours)):
+        raise RunDirError(f"--out {out} exists and is not a sweep directory; choose another")
+    if not (out / "manifest.json").is_file():
+        return {}
+    manifest = read_json(out / "manifest.json", "sweep manifest")
+    try:
+        theirs = manifest.get("spec_hash") or SweepSpec(**manifest["spec"]).canonical_hash()
+    except (KeyError, TypeError, ConfigError):
+        raise RunDirError(f"{out}/manifest.json does not say which spec it holds") from None
+    if theirs != spec.canonical_hash():
+        raise RunDirError(f"--out {out} holds a sweep of another spec (preset "
+                          f"{manifest['spec'].get('preset')!r}); give this spec its own "
+                          "directory")
+    return manifest
+
+
+def _run_groups(spec, groups, out: Path, backend, ray_address, progress) -> dict:
+    from toymodels.store import git_commit, versions, write_json
+
+    manifest = check_sweep_dir(spec, out)
     stats = manifest.get("groups", {})
+    manifest_path = out / "manifest.json"
+    (out / "groups").mkdir(parents=True, exist_ok=True)
+    # The spec is recorded before the first group, so a killed sweep's directory says
+    # which spec it belongs to.
+    _atomic(manifest_path, lambda p: write_json(p, _manifest(spec, groups, stats)))
+    todo = [g for g in groups if not (out / "groups" / f"{g.id}.parquet").exists()]
     if backend == "ray":
         results = _run_ray(todo, ray_address)
     else:
@@ -283,7 +346,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=N
 
 
 def _manifest(spec, groups, stats):
-    return {"spec": spec.to_dict(), "group_order": [g.id for g in groups],
+    return {"spec": spec.to_dict(), "spec_hash": spec.canonical_hash(), "group_order": [g.id for g in groups],
             "groups": stats, "compiles": sum(s["compiles"] for s in stats.values())}
 
 

@@ -10,7 +10,13 @@ and rows. Tables:
   pairs    one row per (head, attended pair): Hungarian-matched and max-over-k
            alignment, with the baseline
   features one row per (feature dictionary, feature): norm, interference,
-           dimensionality (Toy Models of Superposition)
+           dimensionality (Toy Models of Superposition), dead
+
+A dead feature (an all-zero column of the dictionary, common in real SAE
+dictionaries) has no direction: its cosines are 0, it is left out of every
+matching and feature-set metric (a pair with a dead feature is unmatched), its
+interference and dimensionality are 0, and `dead` is true in the features table.
+Non-finite features or weights are refused (AnalysisInputError), never measured.
 
 Metric definitions:
   matched |cos|   pairs take singular indices one-to-one, maximizing the sum of
@@ -24,6 +30,7 @@ Metric definitions:
 """
 
 import dataclasses
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +39,49 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
 from toymodels.analysis.svd import DEFAULT_REL_TOL, circuit_core, feature_geometry
-from toymodels.errors import AnalysisInputError
+from toymodels.config import check_template
+from toymodels.errors import AnalysisInputError, ConfigError
 
 AXES = ("instance", "layer", "head", "offset")
-"""Names of leading head axes; "offset" is the query–key offset δ of a RoPE head's Ω_δ."""
+"""The names leading head axes may take; unnamed axes are the last of the first three, in
+this order. "offset" is the query–key offset δ of a RoPE head's per-offset Ω_δ."""
+
+
+def check_axes(axes) -> tuple[str, ...]:
+    """Names of leading head axes: distinct, each one of AXES."""
+    axes = tuple(axes)
+    unknown = [a for a in axes if a not in AXES]
+    if unknown:
+        raise AnalysisInputError(f"axes: unknown name {unknown[0]!r}; choose from "
+                                 + ", ".join(AXES))
+    if len(set(axes)) != len(axes):
+        raise AnalysisInputError(f"axes {','.join(axes)} names an axis twice")
+    return axes
+
+
+def _numeric(name: str, array) -> np.ndarray:
+    """array as float32, refusing non-numbers and NaN/inf (metrics of them would read
+    like measurements)."""
+    a = np.asarray(array)
+    if a.dtype.kind not in "biuf":
+        raise AnalysisInputError(f"{name} holds {a.dtype} values, not numbers")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise AnalysisInputError(f"{name} holds NaN or infinite values "
+                                 f"({int(np.sum(~np.isfinite(a)))} of {a.size})")
+    return a
+
+
+def _template(template, N) -> tuple:
+    """The template as (int, int, float) triples, checked as configs check theirs."""
+    try:
+        pairs = tuple((operator.index(i), operator.index(j), float(v)) for i, j, v in template)
+        check_template(pairs, N)
+    except (TypeError, ValueError) as e:  # ConfigError is a ValueError
+        message = str(e) if isinstance(e, ConfigError) else \
+            "template must be (query_feature, key_feature, target) triples of int, int, number"
+        raise AnalysisInputError(message) from None
+    return pairs
 
 
 @dataclasses.dataclass
@@ -52,6 +98,8 @@ class HeadAnalysis:
 def _lead_axes(shape_lead, axes):
     if axes is None:
         axes = AXES[3 - len(shape_lead):3] if len(shape_lead) <= 3 else None
+    if axes is not None:
+        axes = check_axes(axes)
     if axes is None or len(axes) != len(shape_lead):
         raise AnalysisInputError(
             f"weights have {len(shape_lead)} leading axes {tuple(shape_lead)}; name them "
@@ -59,15 +107,12 @@ def _lead_axes(shape_lead, axes):
     return tuple(axes)
 
 
-def _check(W, factors, template):
+def _check(W, factors):
     D, N = W.shape[-2:]
     for name, arr, d_axis in factors:
         if arr.shape[d_axis] != D:
             raise AnalysisInputError(f"{name} has shape {arr.shape}: its D axis is "
                                      f"{arr.shape[d_axis]}, but the features are [{D}, {N}]")
-    for i, j, _ in template:
-        if not (0 <= i < N and 0 <= j < N):
-            raise AnalysisInputError(f"template pair ({i}, {j}) is out of range for N={N}")
 
 
 def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
@@ -81,10 +126,12 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     for OV = W_O W_V, as (output_feature, input_feature, gain): the output feature is
     compared with the left singular vectors u, the input (value) feature with v.
     """
-    W = np.asarray(features, np.float32)
+    W = _numeric("features", features)
     if W.ndim < 2:
         raise AnalysisInputError(f"features must be [D, N] (or [..., D, N]), got shape {W.shape}")
-    given = {name: np.asarray(a, np.float32) for name, a in
+    template = _template(template, W.shape[-1])
+    ov_template = _template(ov_template, W.shape[-1])
+    given = {name: _numeric(name, a) for name, a in
              (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V), ("W_O", W_O)) if a is not None}
     for name, a in given.items():
         if a.ndim < 2:
@@ -101,8 +148,7 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     if not circuits:
         raise AnalysisInputError("give W_Q and W_K, or W_V and W_O, or all four")
     # W_Q, W_K, W_V are [..., H, D]; W_O is [..., D, H].
-    _check(W, [(name, a, -2 if name == "W_O" else -1) for name, a in given.items()],
-           tuple(template) + tuple(ov_template))
+    _check(W, [(name, a, -2 if name == "W_O" else -1) for name, a in given.items()])
     lead = next(iter(circuits.values()))[0].shape[:-2]
     for name, (A, B) in circuits.items():
         if A.shape != B.shape or A.shape[:-2] != lead:
@@ -114,6 +160,9 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
         raise AnalysisInputError(f"features have leading axes {prefix}, which must be a "
                                  f"prefix of the heads' leading axes {lead}")
     W_b = W.reshape(prefix + (1,) * (len(lead) - len(prefix)) + W.shape[-2:])
+    dead = np.linalg.norm(W, axis=-2) == 0  # [*prefix, N]
+    dead_b = np.broadcast_to(dead.reshape(W_b.shape[:-2] + dead.shape[-1:]),
+                             lead + dead.shape[-1:])  # each head's dictionary's dead features
 
     templates = {"qk": tuple(template), "ov": tuple(ov_template)}
     query_set = tuple(dict.fromkeys(i for i, _, _ in template))
@@ -127,16 +176,21 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
                             jax.random.fold_in(jax.random.key(seed), c_index),
                             query_set=c_query, key_set=c_key, rel_tol=rel_tol)
         core = {k: np.asarray(v) for k, v in core.items()}
+        for k in ("cos_u", "cos_v", "cos_u_rot", "cos_v_rot"):  # 0/0 -> 0 for dead features
+            core[k] = np.where(dead_b[..., None], 0.0, core[k]).astype(core[k].dtype)
         for k in ("S", "cos_u", "cos_v"):
             arrays[f"{name}_{k}"] = core[k]
         for idx in np.ndindex(*lead):
             where = dict(zip(axes, idx))
             head = {k: v[idx] for k, v in core.items()}
-            row, pair_rows = _head_rows(head, circuit_template, c_query, c_key, W.shape[-1])
+            row, pair_rows = _head_rows(head, circuit_template, c_query, c_key, dead_b[idx])
             heads.append({**where, "circuit": name, **row})
             pairs.extend({**where, "circuit": name, **p} for p in pair_rows)
 
     geometry = {k: np.asarray(v) for k, v in feature_geometry(jnp.asarray(W)).items()}
+    for k in ("interference", "dimensionality"):  # a dead feature takes no dimension
+        geometry[k] = np.where(dead, 0.0, geometry[k]).astype(geometry[k].dtype)
+    geometry["dead"] = dead
     arrays.update(geometry)
     return HeadAnalysis(axes=axes, arrays=arrays, heads=heads, pairs=pairs,
                         features=_feature_rows(geometry, axes[:len(prefix)], query_set,
@@ -157,24 +211,34 @@ def match(score):
 
 
 def set_metrics(cos, feats, sig):
-    """(MMCS, Hungarian mean) of features `feats` against the significant columns."""
-    sub = cos[np.asarray(feats)][:, sig]
-    if sub.shape[1] == 0:
-        return 0.0, 0.0
+    """(MMCS, Hungarian mean) of features `feats` against the significant columns;
+    (None, None) for no features, or no significant direction (a zero head, e.g. a
+    diverged instance's): nothing was measured, so no number is reported."""
+    sub = cos[np.asarray(feats, dtype=int)][:, sig]
+    if not len(feats) or sub.shape[1] == 0:
+        return None, None
     cols = match(sub)
     matched = np.where(cols >= 0, sub[np.arange(len(feats)), cols], 0.0)
     return float(sub.max(axis=1).mean()), float(matched.mean())
 
 
-def _pair_rows(template, cos_u, cos_v, S, sig):
+def _pair_rows(template, cos_u, cos_v, S, sig, dead):
     q = np.array([i for i, _, _ in template])
     k = np.array([j for _, j, _ in template])
     score = np.where(sig, cos_u[q] * cos_v[k], 0.0)  # [P, K]
-    matched = match(score)
+    live = ~(dead[q] | dead[k])  # a pair with a dead feature takes no singular index
+    matched = np.full(len(template), -1)
+    matched[live] = match(score[live])
     best = np.argmax(score, axis=1)
     rows = []
     for p, (i, j, value) in enumerate(template):
         m = matched[p]
+        if not live[p]:
+            rows.append({"query_feature": int(i), "key_feature": int(j), "target": float(value),
+                         "sv_index": None, "cos_query_u": None, "cos_key_v": None,
+                         "sigma": None, "significant": False, "max_k": None,
+                         "max_cos_query_u": None, "max_cos_key_v": None})
+            continue
         rows.append({
             "query_feature": int(i), "key_feature": int(j), "target": float(value),
             "sv_index": int(m) if m >= 0 else None,
@@ -204,11 +268,13 @@ def _mean(xs):
     return float(np.mean(xs)) if xs else None
 
 
-def _head_rows(head, template, query_set, key_set, N):
+def _head_rows(head, template, query_set, key_set, dead):
     S, sig = head["S"], head["significant"]
     row = {"sigma_1": float(S[0]), "n_significant": int(sig.sum())}
-    sets = (("query", query_set, "u"), ("key", key_set, "v")) if template else \
-        (("all", tuple(range(N)), "u"), ("all", tuple(range(N)), "v"))
+    alive = lambda feats: tuple(i for i in feats if not dead[i])  # noqa: E731
+    everything = tuple(range(len(dead)))
+    sets = (("query", alive(query_set), "u"), ("key", alive(key_set), "v")) if template else \
+        (("all", alive(everything), "u"), ("all", alive(everything), "v"))
     for variant, suffix in (("", ""), ("_rot", "baseline_")):
         for side, feats, vec in sets:
             mmcs, hung = set_metrics(head[f"cos_{vec}{variant}"], feats, sig)
@@ -216,8 +282,8 @@ def _head_rows(head, template, query_set, key_set, N):
             row[f"{suffix}hungarian_{side}_{vec}"] = hung
     pair_rows = []
     if template:
-        pair_rows = _pair_rows(template, head["cos_u"], head["cos_v"], S, sig)
-        baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig)
+        pair_rows = _pair_rows(template, head["cos_u"], head["cos_v"], S, sig, dead)
+        baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig, dead)
         for p, b in zip(pair_rows, baseline):
             p["baseline_cos_query_u"], p["baseline_cos_key_v"] = b["cos_query_u"], b["cos_key_v"]
         for key in ("cos_query_u", "cos_key_v", "max_cos_query_u", "max_cos_key_v",
@@ -226,10 +292,12 @@ def _head_rows(head, template, query_set, key_set, N):
         row["min_matched_cos"] = min((min(p["cos_query_u"], p["cos_key_v"]) for p in pair_rows
                                       if p["sv_index"] is not None), default=None)
         row["sigma_target_r2"], row["sigma_target_spearman"] = _sigma_fit(pair_rows)
-        for side in ("query", "key"):
+        for side, feats in (("query", query_set), ("key", key_set)):
             cos = head[f"principal_cos_{side}"]
-            row[f"principal_cos_{side}_min"] = float(cos.min())
-            row[f"principal_cos_{side}_mean"] = float(cos.mean())
+            # A zero column makes the span's basis arbitrary; a zero head has no span.
+            ok = not dead[list(feats)].any() and bool(sig.any())
+            row[f"principal_cos_{side}_min"] = float(cos.min()) if ok else None
+            row[f"principal_cos_{side}_mean"] = float(cos.mean()) if ok else None
     return row, pair_rows
 
 
@@ -243,7 +311,8 @@ def _feature_rows(geometry, axes, query_set, key_set):
                          "attended_key": i in key_set,
                          "norm": float(norms[idx + (i,)]),
                          "interference": float(geometry["interference"][idx + (i,)]),
-                         "dimensionality": float(geometry["dimensionality"][idx + (i,)])})
+                         "dimensionality": float(geometry["dimensionality"][idx + (i,)]),
+                         "dead": bool(geometry["dead"][idx + (i,)])})
     return rows
 
 

@@ -15,26 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from toymodels.theory.checks import CHECKS, Profile, profile_dict, run_checks
-from toymodels.store import check_out_dir, git_commit, staged, versions, write_csv, write_json
+from toymodels.store import claim, git_commit, staged, versions, write_csv, write_json
 
 MARKER = "theory.json"
 
 
 def run_theory(profile: Profile, out_dir, *, only=None, overwrite: bool = False) -> dict:
-    out = check_out_dir(out_dir, overwrite, marker=MARKER)
-    t0 = time.perf_counter()
-    rows, data, seconds = run_checks(profile, only)
-    record = {"profile": profile_dict(profile), "checks": list(data), "rows": rows,
-              "seconds": {k: round(v, 1) for k, v in seconds.items()},
-              "total_seconds": round(time.perf_counter() - t0, 1),
-              "versions": versions(), "git_commit": git_commit()}
-    with staged(out) as stage:
-        (stage / "data").mkdir()
-        for name, arrays in data.items():
-            if arrays:
-                np.savez(stage / "data" / f"{name}.npz", **arrays)
-        write_csv(stage / "theory.csv", rows)
-        write_json(stage / MARKER, record)
+    with claim(out_dir, overwrite, marker=MARKER) as out:  # checked and locked before work
+        t0 = time.perf_counter()
+        rows, data, seconds = run_checks(profile, only)
+        record = {"profile": profile_dict(profile), "checks": list(data), "rows": rows,
+                  "seconds": {k: round(v, 1) for k, v in seconds.items()},
+                  "total_seconds": round(time.perf_counter() - t0, 1),
+                  "versions": versions(), "git_commit": git_commit()}
+        with staged(out, overwrite, marker=MARKER) as stage:
+            (stage / "data").mkdir()
+            for name, arrays in data.items():
+                if arrays:
+                    np.savez(stage / "data" / f"{name}.npz", **arrays)
+            write_csv(stage / "theory.csv", rows)
+            write_json(stage / MARKER, record)
     draw_figures(out, out / "figures")
     return record
 
