@@ -318,9 +318,12 @@ def load_run(run_dir) -> LoadedRun:
         config = config_class.from_dict(summary["config"])
     except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise RunDirError(f"{run_dir}/summary.json has an unreadable config: {e}") from None
+    required = ({"params": ("E", "W_Q", "W_K", "W_V", "W_O"), "curves": ("task",)}
+                if config_class is TransformerConfig else
+                {"params": PARAM_KEYS, "curves": ("recon", "attn")})
     return LoadedRun(config=config, summary=summary,
-                     params=_load_npz(run_dir / "params.npz", PARAM_KEYS),
-                     curves=_load_npz(run_dir / "curves.npz", ("recon", "attn")),
+                     params=_load_npz(run_dir / "params.npz", required["params"]),
+                     curves=_load_npz(run_dir / "curves.npz", required["curves"]),
                      analysis=_load_npz(run_dir / "analysis.npz"),
                      dynamics=_load_npz(run_dir / "dynamics.npz")
                      if (run_dir / "dynamics.npz").exists() else None)
