@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.errors import RunDirError
+from toymodels.errors import AnalysisInputError, RunDirError
 
 SAD_EXAMPLES = """\
 examples:
