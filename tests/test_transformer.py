@@ -245,3 +245,37 @@ def test_run_end_to_end_and_load_run(tmp_path, capsys):
     assert (out / "alignment.png").stat().st_size > 0
     heads = (out / "analysis" / "heads.csv").read_text().splitlines()
     assert len(heads) == 1 + 2 * 2 * 2  # instance × head × circuit
+
+
+def test_sad_of_a_hand_built_head_puts_each_planted_firing_on_its_pair():
+    """Known answer for the decomposition on a toy transformer: Ω = g E_0 E_1ᵀ, so every
+    planted firing (query -> the token with key feature 1) is carried by singular index 0
+    alone; the rotated control needs more terms."""
+    from flax import nnx as _nnx
+
+    from toymodels.analysis import sad
+    from toymodels.run_transformer import attention_inputs, task_sequences
+
+    cfg = TRANSFORMER_PRESETS["transformer-retrieval"].replace(n_heads=1)
+    model = hand_built(cfg, logit_gain=8.0)
+    params = {k: np.asarray(v) for k, v in _nnx.to_pure_dict(_nnx.state(model)).items()}
+    batch = task_sequences(cfg, 64, seed=0)
+    result = sad.decompose(**attention_inputs(cfg, params, batch["f"]))
+    where = (0, np.arange(64), 0, cfg.T - 1, np.asarray(batch["key_pos"]))
+    top, n_recon = result.lookup("top_k", *where), result.lookup("n_recon", *where)
+    assert np.all(n_recon >= 0)  # every planted pair fires
+    assert np.all(top == 0) and np.all(n_recon == 1)
+    assert np.mean(result.lookup("n_recon_rot", *where)) > 1.5
+
+
+def test_sad_cli_on_a_transformer_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "transformer-retrieval", "--seeds", "0", "--out", str(out),
+                 "--steps", "20", "--set", "batch_size=16", "--set", "chunk_steps=10",
+                 "--no-progress"]) == 0
+    sad_out = tmp_path / "sad"
+    assert main(["sad", str(out), "--prompts", "task:8", "--out", str(sad_out),
+                 "--no-progress"]) == 0
+    record = json.loads((sad_out / "sad.json").read_text())
+    assert record["architecture"] == "toymodels-transformer" and record["prompts"]["count"] == 8
+    assert (sad_out / "firings.parquet").stat().st_size > 0
