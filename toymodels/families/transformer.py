@@ -149,10 +149,12 @@ def evaluate(cfg: TransformerConfig, params: dict, instances) -> dict:
     """Task loss [I] and attention accuracy [I, L, n] on each instance's evaluation batch."""
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build(cfg, nnx.Rngs(0))))
 
-    def one_pure(pure, seed, p_active):
-        s = jax.tree.map(lambda x: x, state)
-        nnx.replace_by_pure_dict(s, pure)
-        model = nnx.merge(graphdef, s)
+    def one_instance(pure, seed, p_active):
+        own = jax.tree.map(lambda x: x, state)  # a copy: replace_by_pure_dict writes in place
+        nnx.replace_by_pure_dict(own, pure)
+        model = nnx.merge(graphdef, own)
+        # The instance's data key (train.instance_keys), at the evaluation step id, as the
+        # recorder uses it during training.
         key = jax.random.fold_in(jax.random.split(jax.random.key(seed))[1], EVAL_STEP)
         batch = sample(key, cfg, p_active)
         output, cache = _query_output(model, cfg, batch["f"])
@@ -160,7 +162,7 @@ def evaluate(cfg: TransformerConfig, params: dict, instances) -> dict:
             [attention_accuracy(a, batch["key_pos"], batch["asked"]) for a in cache["attn"]])
 
     pure = {k: jnp.asarray(v) for k, v in params.items()}
-    loss, acc = jax.jit(jax.vmap(one_pure))(
+    loss, acc = jax.jit(jax.vmap(one_instance))(
         pure, jnp.asarray([i.seed for i in instances], jnp.uint32),
         jnp.asarray([i.p_active for i in instances], jnp.float32))
     return {"task_loss": np.asarray(loss), "accuracy": np.asarray(acc)}
