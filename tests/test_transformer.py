@@ -44,7 +44,7 @@ def randomize(model, seed=1, scale=0.5):
                                                       (True, True, "rope")])
 def test_logits_from_exported_heads_equal_the_models_own(layernorm, bias, positions):
     cfg = TINY.replace(n_layers=2, mlp=True, layernorm=layernorm, bias=bias,
-                       positions=positions)
+                       positions=positions, task="rope" if positions == "rope" else "retrieval")
     model = randomize(build(cfg))
     f = sample(jax.random.key(3), cfg, 0.3)["f"]
     _, cache = model(f)
@@ -205,6 +205,11 @@ def test_fixed_embedding_stays_and_is_the_seeds_frame():
     ({"task": "rope", "positions": "rope", "offset": 9}, "too short"),
     ({"lam": 1.0}, "unknown config field"),
     ({"learning_rate": float("nan")}, "finite"),
+    ({"positions": "rope"}, "RoPE goes with task 'rope'"),
+    ({"value_gains": [1.0, 0.8, 0.6, 0.4]}, "tuple"),
+    ({"value_gains": (1.0, 0.0, 0.6, 0.4)}, "> 0"),
+    ({"p_query": 0.0}, "never asks"),
+    ({"embedding": "learned", "anisotropy": 1.0}, "ignores it"),
 ])
 def test_bad_config_is_refused(changes, words):
     with pytest.raises(ConfigError, match=words):
@@ -237,7 +242,8 @@ def test_run_end_to_end_and_load_run(tmp_path, capsys):
         assert len(inst["heads"]) == 2 and set(inst["final_loss"]) == set(family.CURVES)
         assert {"qk_matched", "ov_matched", "accuracy", "qk_baseline_low"} <= set(inst["heads"][0])
         best = max(inst["heads"], key=lambda h: h["accuracy"])
-        assert inst["solving_head"] == {"layer": best["layer"], "head": best["head"]}
+        assert inst["best_head"] == {"layer": best["layer"], "head": best["head"]}
+        assert inst["solving_head"] in (None, inst["best_head"])
     run = load_run(out)
     assert isinstance(run.config, TransformerConfig) and run.config.steps == 40
     assert run.params["W_Q"].shape == (2, 1, 2, 8, 16)
@@ -279,3 +285,41 @@ def test_sad_cli_on_a_transformer_run(tmp_path, capsys):
     record = json.loads((sad_out / "sad.json").read_text())
     assert record["architecture"] == "toymodels-transformer" and record["prompts"]["count"] == 8
     assert (sad_out / "firings.parquet").stat().st_size > 0
+
+
+def test_control_sees_the_same_tokens_as_retrieval_but_is_asked_for_the_average():
+    retrieval = TRANSFORMER_PRESETS["transformer-retrieval"].replace(batch_size=256)
+    control = retrieval.replace(task="control")
+    a, b = sample(jax.random.key(5), retrieval, 0.3), sample(jax.random.key(5), control, 0.3)
+    np.testing.assert_array_equal(a["f"], b["f"])  # the query feature included
+    assert float(np.asarray(a["f"])[:, -1, 0].mean()) > 0.3
+    assert not np.asarray(b["asked"]).any() and np.asarray(a["asked"]).any()
+    values = np.asarray(b["f"])[..., list(control.value_features)]
+    np.testing.assert_allclose(b["target"], values.sum(1) / control.T
+                               * np.asarray(control.value_gains)[None, :], rtol=1e-6)
+
+
+def test_hand_built_rope_solution_at_another_offset_fails():
+    cfg = TRANSFORMER_PRESETS["transformer-rope"].replace(p_query=1.0, batch_size=512)
+    target = sample(jax.random.key(0), cfg, cfg.p_active)
+    wrong = hand_built(cfg.replace(offset=cfg.offset + 1), logit_gain=400.0)
+    out, _ = wrong(target["f"])
+    loss = float(task_loss(wrong.readout(out[:, -1], cfg.value_features), target["target"]))
+    assert loss > 0.3 * float(jnp.mean(jnp.sum(target["target"] ** 2, -1)))
+
+
+@pytest.mark.parametrize("preset", ["transformer-retrieval", "transformer-rope"])
+def test_analysis_of_a_hand_built_head_finds_the_planted_pairs(preset):
+    """Known answer through the transformer's analysis path: the hand-built head's QK pairs
+    E_0 with E_1 (at the task's offset for RoPE) and its OV carries each value feature."""
+    from toymodels.run_transformer import head_records
+
+    cfg = TRANSFORMER_PRESETS[preset].replace(n_heads=1)
+    model = hand_built(cfg, logit_gain=8.0)
+    params = {k: np.asarray(v)[None] for k, v in nnx.to_pure_dict(nnx.state(model)).items()}
+    analysis = family.analyze_params(cfg, params)
+    (head,) = head_records(cfg, params, analysis, np.ones((1, 1, 1)))[0]
+    assert head["qk_matched"] > 0.999 and head["ov_matched"] > 0.999
+    if cfg.task == "rope":
+        logit = family.rope_offsets(cfg, params)["planted_logit"][0, 0, 0]
+        assert int(np.argmax(logit)) == cfg.offset

@@ -41,9 +41,9 @@ class TransformerConfig:
     'rope': the token carrying j_p sits at the fixed offset `offset` before the query,
     and earlier tokens at other offsets carry j_p too (half of them, at random): the head
     must pair the features *and* the offset (paper Appendix D; needs positions='rope').
-    'control': the same tokens as 'retrieval', but the output is always the uniform
-    average of the value features (as for queries without their query feature): no
-    feature pairing is needed."""
+    'control': the same tokens as 'retrieval' (the query feature too), but the output is
+    always the uniform average of the value features (as for queries without their query
+    feature): no feature pairing is needed."""
     N: int = 16
     """Number of features (query, key, value and background features together)."""
     pairs: tuple[tuple[int, int, float], ...] = ((0, 1, 1.0),)
@@ -147,8 +147,15 @@ class TransformerConfig:
         if self.positions == "rope" and self.H % 2:
             raise ConfigError(f"RoPE rotates pairs of head dimensions: H must be even, "
                               f"got H={self.H}")
-        if self.task == "rope" and self.positions != "rope":
-            raise ConfigError("task 'rope' measures per-offset Ω_δ: set positions=rope")
+        if (self.task == "rope") != (self.positions == "rope"):
+            raise ConfigError("RoPE goes with task 'rope' (its heads are analysed per offset "
+                              "Ω_δ at the task's offset): set task=rope with positions=rope")
+        if self.task != "control" and self.p_query == 0:
+            raise ConfigError(f"p_query=0 never asks the {self.task} task's question; "
+                              "give p_query > 0")
+        if self.embedding == "learned" and self.anisotropy:
+            raise ConfigError("anisotropy shapes the fixed frame; a learned embedding "
+                              "ignores it: set embedding=fixed or anisotropy=0")
         if self.embedding == "fixed" and self.N < self.D:
             raise ConfigError(f"a fixed frame needs N >= D (got N={self.N}, D={self.D}); "
                               "raise N (background features) or lower D")
@@ -162,6 +169,8 @@ class TransformerConfig:
             raise ConfigError("pairs must list at least one (query_feature, key_feature, weight)")
         if not isinstance(self.value_features, tuple) or not self.value_features:
             raise ConfigError("value_features must list at least one feature")
+        if not isinstance(self.value_gains, tuple):
+            raise ConfigError("value_gains must be a tuple of numbers, one per value feature")
         if len(self.value_gains) != len(self.value_features):
             raise ConfigError(f"value_gains has {len(self.value_gains)} values but there are "
                               f"{len(self.value_features)} value features; give one per feature")
@@ -173,6 +182,9 @@ class TransformerConfig:
                 raise ConfigError(f"pair weight must be > 0, got {pair[2]}")
         for g in self.value_gains:
             _check_number("value gain", g)
+            if g <= 0:
+                raise ConfigError(f"value gains must be > 0 (equal gains make OV's singular "
+                                  f"vectors degenerate), got {g}")
         queries = [p[0] for p in self.pairs]
         keys = [p[1] for p in self.pairs]
         for name, idx in (("query", queries), ("key", keys), ("value", self.value_features)):

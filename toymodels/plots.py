@@ -192,8 +192,8 @@ def plot_transformer_run(run_dir, out_path):
             with np.load(dyn_path, allow_pickle=False) as d:
                 steps, acc, qk, ov = d["steps"], d["accuracy"], d["qk_cos"], d["ov_cos"]
             for n, inst in enumerate(summary["instances"]):
-                b = inst["solving_head"]
-                if b is None:  # diverged
+                b = inst.get("best_head", inst.get("solving_head"))  # older runs: solving_head
+                if b is None:  # diverged, or a task that never asks (control)
                     continue
                 at = (n, slice(None), b["layer"], b["head"])
                 kw = {"lw": 0.9, "alpha": 0.8}
@@ -215,17 +215,18 @@ def plot_transformer_run(run_dir, out_path):
 
 def plot_rope_offsets(run_dir, out_path):
     """QK alignment of every head's per-offset matrix Ω_δ = W_Qᵀ R_{−δ} W_K with the planted
-    pair, and its σ_1, against the offset δ; the task's offset marked."""
+    pair, and the signed planted logit E_iᵀ Ω_δ E_j / √H, against the offset δ; the task's
+    offset marked."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     with np.load(run_dir / "analysis.npz", allow_pickle=False) as f:
-        offsets, cos, sigma = f["rope_offsets"], f["rope_qk_cos"], f["rope_sigma_1"]
+        offsets, cos, logit = f["rope_offsets"], f["rope_qk_cos"], f["rope_planted_logit"]
     task_offset = summary["config"]["offset"]
     I, L, n = cos.shape[:3]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
         for a, (values, label) in zip(axes, ((cos, "matched |cos| with (E_i, E_j)"),
-                                             (sigma, "σ_1 of Ω_δ"))):
+                                             (logit, "planted logit E_iᵀ Ω_δ E_j / √H"))):
             for i in range(I):
                 for layer in range(L):
                     for h in range(n):
@@ -234,6 +235,7 @@ def plot_rope_offsets(run_dir, out_path):
             a.set_xlabel("query–key offset δ (red: the task's offset)")
             a.set_ylabel(label)
         axes[0].set_ylim(0, 1.02)
+        axes[1].axhline(0, color="black", lw=0.5)
         axes[0].set_title(f"{summary['preset']}: every head of {I} instances")
         fig.savefig(out_path)
         plt.close(fig)

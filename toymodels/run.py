@@ -123,7 +123,7 @@ def mark_transformer_diverged(summary: dict, steps) -> dict:
         record["diverged_step"] = step
         if step is not None:
             record["final_loss"] = {k: None for k in record["final_loss"]}
-            record.update(eval_task_loss=None, solved=None, solving_head=None,
+            record.update(eval_task_loss=None, solved=None, best_head=None, solving_head=None,
                           solving_heads=None, heads=None)
     return summary
 

@@ -36,7 +36,7 @@ def head_records(cfg, params, analysis, accuracy) -> list[list[dict]]:
                 low, high = family.baseline_range(features[n, layer], W_Q[at], params["W_K"][at],
                                                   cfg.qk_template, seed=n)
                 heads.append({
-                    "layer": layer, "head": head, "accuracy": float(accuracy[at]),
+                    "layer": layer, "head": head, "accuracy": _finite(accuracy[at]),
                     "qk_matched": _matched(pairs.get(at + ("qk",), [])),
                     "qk_cos_query_u": qk["mean_cos_query_u"], "qk_cos_key_v": qk["mean_cos_key_v"],
                     "qk_baseline": _matched(pairs.get(at + ("qk",), []), "baseline_"),
@@ -50,6 +50,17 @@ def head_records(cfg, params, analysis, accuracy) -> list[list[dict]]:
                     "ov_n_significant": ov["n_significant"]})
         records.append(heads)
     return records
+
+
+def _finite(x):
+    """x as a float, or None where it is NaN (accuracy of a task that never asks)."""
+    return None if np.isnan(x) else float(x)
+
+
+def best_head(heads: list[dict]) -> dict | None:
+    """The head with the highest attention accuracy; None where no head has one."""
+    rated = [h for h in heads if h["accuracy"] is not None]
+    return max(rated, key=lambda h: h["accuracy"]) if rated else None
 
 
 def _matched(pair_rows, prefix=""):
@@ -66,16 +77,17 @@ def _matched(pair_rows, prefix=""):
 def build_instances(cfg, instances, result, heads, evaluation, window: int) -> list[dict]:
     records = []
     for n, inst in enumerate(instances):
-        best = max(heads[n], key=lambda h: h["accuracy"])
-        solving = [h for h in heads[n] if h["accuracy"] >= SOLVED_ACCURACY]
+        best = best_head(heads[n])
+        solving = [h for h in heads[n] if (h["accuracy"] or 0.0) >= SOLVED_ACCURACY]
         record = {
             "seed": inst.seed,
             "overrides": inst.overrides(),
-            "final_loss": {name: float(np.mean(curve[n, -window:]))
+            "final_loss": {name: _finite(np.mean(curve[n, -window:]))
                            for name, curve in result.curves.items()},
             "eval_task_loss": float(evaluation["task_loss"][n]),
             "solved": bool(solving),
-            "solving_head": {"layer": best["layer"], "head": best["head"]},
+            "best_head": None if best is None else {"layer": best["layer"], "head": best["head"]},
+            "solving_head": {"layer": best["layer"], "head": best["head"]} if solving else None,
             "solving_heads": [{"layer": h["layer"], "head": h["head"]} for h in solving],
             "heads": heads[n],
         }
@@ -84,7 +96,8 @@ def build_instances(cfg, instances, result, heads, evaluation, window: int) -> l
 
 
 def summary_table(summary: dict) -> str:
-    """One row per instance: the best head, its alignment, and the other heads'."""
+    """One row per instance: the best head (highest attention accuracy; the first head where
+    the task never asks), its alignment, and the other heads'."""
     header = (f"{'seed':>4} {'task loss':>9} {'best':>5} {'acc':>6} {'QK cos_u':>8} "
               f"{'QK cos_v':>8} {'QK match':>8} {'OV match':>8} {'solving':>7}  "
               f"{'other heads: QK match [baseline 5–95%]':<40}")
@@ -94,7 +107,7 @@ def summary_table(summary: dict) -> str:
             lines.append(f"{inst['seed']:>4} diverged at step {inst['diverged_step']} (task loss "
                          "NaN, inf or > 1000x its first value); metrics null")
             continue
-        b = inst["solving_head"]
+        b = inst["best_head"] or inst["heads"][0]
         best = next(h for h in inst["heads"]
                     if (h["layer"], h["head"]) == (b["layer"], b["head"]))
         others = [h for h in inst["heads"] if h is not best]
@@ -103,7 +116,7 @@ def summary_table(summary: dict) -> str:
                                for h in others) or "-"
         lines.append(
             f"{inst['seed']:>4} {inst['final_loss']['task']:>9.4f} "
-            f"{b['layer']}.{b['head']:<3} {best['accuracy']:>6.3f} {_f(best['qk_cos_query_u']):>8} "
+            f"{b['layer']}.{b['head']:<3} {_f(best['accuracy']):>6} {_f(best['qk_cos_query_u']):>8} "
             f"{_f(best['qk_cos_key_v']):>8} {_f(best['qk_matched']):>8} "
             f"{_f(best['ov_matched']):>8} {len(inst['solving_heads']):>7}  {other_text:<40.80}")
     return "\n".join(lines)
@@ -128,16 +141,17 @@ def sweep_rows(group_id: str, cfg, instances, result, params, diverged_at):
     for n, inst in enumerate(instances):
         own = cfg.replace(**{k: getattr(inst, k) for k in TRANSFORMER_BATCHED_FIELDS})
         ok = diverged_at[n] is None
-        best = max(heads[n], key=lambda h: h["accuracy"])
-        others = [h["qk_matched"] for h in heads[n] if h is not best and h["qk_matched"] is not None]
+        best = best_head(heads[n]) or heads[n][0]
+        others = [h["qk_matched"] for h in heads[n]
+                  if h is not best and h["qk_matched"] is not None]
         row = {"group": group_id, "seed": inst.seed,
                **{k: (json.dumps(list(v)) if isinstance(v := getattr(own, k), tuple) else v)
                   for k in transformer_field_names()},
                "diverged": not ok, "diverged_step": diverged_at[n]}
         measured = {
-            **{f"final_{k}": float(np.mean(v[n, -100:])) for k, v in result.curves.items()},
+            **{f"final_{k}": _finite(np.mean(v[n, -100:])) for k, v in result.curves.items()},
             "eval_task_loss": float(evaluation["task_loss"][n]),
-            "n_solving_heads": sum(h["accuracy"] >= SOLVED_ACCURACY for h in heads[n]),
+            "n_solving_heads": sum((h["accuracy"] or 0.0) >= SOLVED_ACCURACY for h in heads[n]),
             "best_layer": best["layer"], "best_head": best["head"],
             **{f"best_{k}": best[k] for k in ("accuracy",) + HEAD_KEYS},
             "other_heads_max_qk_matched": max(others) if others else None}

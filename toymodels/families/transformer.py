@@ -80,9 +80,10 @@ def loss_fn(cfg: TransformerConfig):
     def loss(model, key, hp):
         batch = sample(key, cfg, hp["p_active"])
         output, cache = _query_output(model, cfg, batch["f"])
-        acc = jnp.stack([attention_accuracy(a, batch["key_pos"], batch["asked"]) for a in cache["attn"]])
-        return task_loss(output, batch["target"]), {"task": task_loss(output, batch["target"]),
-                                                    "attention_accuracy": acc.max()}
+        acc = jnp.stack([attention_accuracy(a, batch["key_pos"], batch["asked"])
+                         for a in cache["attn"]])
+        loss = task_loss(output, batch["target"])
+        return loss, {"task": loss, "attention_accuracy": jnp.max(acc)}
     return loss
 
 
@@ -100,7 +101,7 @@ def seen_features(cfg: TransformerConfig, E, ln1_g=None):
 def head_factors(cfg: TransformerConfig, W_Q):
     """W_Q as the analysis should read it: for the RoPE task, the per-offset query map at
     the task's offset (Ω_δ = W_Qᵀ R_{−δ} W_K); otherwise W_Q itself."""
-    if cfg.positions == "rope":
+    if cfg.task == "rope":
         return rope_offset_queries(W_Q, [cfg.offset], cfg.rope_base)[..., 0, :, :]
     return W_Q
 
@@ -179,12 +180,15 @@ def analyze_params(cfg: TransformerConfig, params: dict, rel_tol: float = DEFAUL
 
 
 def rope_offsets(cfg: TransformerConfig, params: dict) -> dict:
-    """For RoPE: each head's QK alignment with the planted pairs at every offset δ = 0..T−1
-    (mean matched min |cos|): arrays qk_cos [I, L, n, T] and sigma_1 [I, L, n, T]."""
+    """For RoPE: each head's per-offset Ω_δ (δ = 0..T−1) against the planted pairs: the
+    matched |cos| (mean over pairs of min of both sides) qk_cos, σ_1, and the signed
+    planted logit E_iᵀ Ω_δ E_j / √H (mean over pairs) that decides which offset wins;
+    each [I, L, n, T]."""
     offsets = list(range(cfg.T))
     W_Q = np.asarray(rope_offset_queries(jnp.asarray(params["W_Q"]), offsets, cfg.rope_base))
     W_K = np.broadcast_to(params["W_K"][..., None, :, :], W_Q.shape)
-    res = analyze(features_of(cfg, params), W_Q=W_Q, W_K=W_K, template=cfg.qk_template,
+    features = features_of(cfg, params)  # [I, L, D, N]
+    res = analyze(features, W_Q=W_Q, W_K=W_K, template=cfg.qk_template,
                   axes=("instance", "layer", "head", "offset"))
     shape = W_Q.shape[:4]
     cos = np.zeros(shape)
@@ -193,7 +197,11 @@ def rope_offsets(cfg: TransformerConfig, params: dict) -> dict:
         idx = (r["instance"], r["layer"], r["head"], r["offset"])
         cos[idx] = _nan(r["min_matched_cos"])
         sigma[idx] = r["sigma_1"]
-    return {"offsets": np.asarray(offsets), "qk_cos": cos, "sigma_1": sigma}
+    q = features[..., list(cfg.queries)]  # [I, L, D, P]
+    k = features[..., list(cfg.keys)]
+    logit = np.einsum("ilnohd,ildp,ilnohe,ilep->ilnop", W_Q, q, W_K, k) / np.sqrt(cfg.H)
+    return {"offsets": np.asarray(offsets), "qk_cos": cos, "sigma_1": sigma,
+            "planted_logit": logit.mean(-1)}
 
 
 def features_of(cfg: TransformerConfig, params: dict) -> np.ndarray:

@@ -9,9 +9,10 @@ A sequence: T − 1 earlier tokens carry value features and every token backgrou
 features (each active with p_active, magnitude U[0, 1]); the query token carries query
 feature i_p of one pair p (magnitude 1), the token at key_pos key feature j_p (magnitude 1).
 The loss asks only for gain_v × value feature v of the token at key_pos, read off the
-query position through Eᵀ. With probability 1 − p_query (always, for 'control') the query
-token does not carry its query feature, and the output is what uniform attention over
-all T tokens gives: Σ_t value features / T.
+query position through Eᵀ. With probability 1 − p_query the query token does not carry
+its query feature, and the output is what uniform attention over all T tokens gives:
+Σ_t value features / T. The control draws the same tokens (query feature included) but
+always asks for that uniform average.
 
 Ground truth (TransformerConfig.qk_template / ov_template): a head that solves the task
 pairs E_i with E_j on QK and carries E_v to E_v on OV.
@@ -66,8 +67,11 @@ def sample(key, cfg: TransformerConfig, p_active) -> dict:
             shift = jax.random.randint(k_other, (B, T), 1, P)
             other = jax.nn.one_hot(keys[(pair[:, None] + shift) % P], N)  # [B, T, N]
             f = f + ((positions < T - 1) & ~is_key)[:, :, None] * other
-    asked = jax.random.uniform(k_ask, (B,)) < (0.0 if cfg.task == "control" else cfg.p_query)
-    f = f.at[:, T - 1].add(asked[:, None] * jax.nn.one_hot(queries[pair], N))
+    # The query feature appears with probability p_query in every task; only retrieval and
+    # rope then ask for the key token's values, so the control sees the same tokens.
+    has_query = jax.random.uniform(k_ask, (B,)) < cfg.p_query
+    f = f.at[:, T - 1].add(has_query[:, None] * jax.nn.one_hot(queries[pair], N))
+    asked = has_query & (cfg.task != "control")
 
     values = f[..., jnp.asarray(cfg.value_features)]  # [B, T, V]
     gains = jnp.asarray(cfg.value_gains, jnp.float32)
@@ -85,8 +89,10 @@ def task_loss(output, target):
 
 def attention_accuracy(attn, key_pos, asked):
     """Mean attention mass the query puts on the token it should read, per head, over the
-    sequences whose query asks for it: attn [B, n, T, T], key_pos, asked [B] -> [n]."""
+    sequences whose query asks for it: attn [B, n, T, T], key_pos, asked [B] -> [n]; NaN
+    where none asks (the control task)."""
     at_query = attn[:, :, -1, :]  # [B, n, T]
     mass = jnp.take_along_axis(at_query, key_pos[:, None, None], axis=2)[..., 0]  # [B, n]
     weight = asked.astype(mass.dtype)[:, None]
-    return (mass * weight).sum(0) / jnp.maximum(weight.sum(), 1.0)
+    total = weight.sum()
+    return jnp.where(total > 0, (mass * weight).sum(0) / jnp.maximum(total, 1.0), jnp.nan)
