@@ -12,7 +12,7 @@ Tables go to OUT (Parquet, written atomically); figures are drawn from those tab
 
 usage: toymodels run transformer-retrieval --seeds 0-7 --out runs/transformer-retrieval
        toymodels run transformer-control --seeds 0-7 --out runs/transformer-control
-       python experiments/sad_toy_validation.py [--runs runs] [--out runs/sad-toy] [--figures figures]
+       python experiments/sad_toy_validation.py [--runs runs] [--out runs/sad-toy] [--figures figures] [--overwrite]
 """
 
 import argparse
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from toymodels import load_run
 from toymodels.analysis import sad
 from toymodels.run_transformer import attention_inputs, task_sequences
-from toymodels.store import staged
+from toymodels.store import claim, staged
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--runs", default="runs", type=Path)
@@ -35,6 +35,7 @@ parser.add_argument("--figures", default="figures", type=Path)
 parser.add_argument("--prompts", default=256, type=int, help="task sequences per instance")
 parser.add_argument("--training-instances", default=4, type=int,
                     help="instances decomposed at every recorded step")
+parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 args = parser.parse_args()
 
 
@@ -107,8 +108,10 @@ for preset in args.presets.split(","):
                     if fired.any() else None})
         print(f"{preset} seed {inst['seed']}: decomposed at {len(steps)} recorded steps")
 
-with staged(args.out) as staging:
-    pq.write_table(pa.Table.from_pylist(rows), staging / "planted.parquet")
+MARKER = "planted.parquet"
+with claim(args.out, args.overwrite, marker=MARKER), \
+        staged(args.out, args.overwrite, marker=MARKER) as staging:
+    pq.write_table(pa.Table.from_pylist(rows), staging / MARKER)
     pq.write_table(pa.Table.from_pylist(training), staging / "over_training.parquet")
 
 # ---- from the stored tables only ----
@@ -121,7 +124,7 @@ print(f"{'run':<24}{'seed':>5}{'head':>6}{'acc':>7}{'firings':>8}{'top=match':>1
       f"{'N_recon':>8}{'rot':>6}{'sparse':>8}{'rot':>7}")
 for r in table:
     f = (lambda x, fmt: "-" if x is None else format(x, fmt))
-    print(f"{r['run']:<24}{r['seed']:>5}{r['layer']:>3}.{r['head']:<2}{r['accuracy']:>7.3f}"
+    print(f"{r['run']:<24}{r['seed']:>5}{r['layer']:>3}.{r['head']:<2}{f(r['accuracy'], '.3f'):>7}"
           f"{r['planted_firings']:>8}{f(r['top_is_matched'], '.3f'):>10}"
           f"{f(r['median_n_recon'], '.1f'):>8}{f(r['median_n_recon_rot'], '.1f'):>6}"
           f"{f(r['median_sparseness'], '.3f'):>8}{f(r['median_sparseness_rot'], '.3f'):>7}")
