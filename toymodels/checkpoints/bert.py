@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.checkpoints.common import (AttentionInputs, Checkpoint, Encoded, HeadWeights,
+from toymodels.checkpoints.common import (AttentionInputs, Checkpoint, Encoded, stack_layers,
                                           attention_mask, config_int, load_tokenizer,
                                           read_safetensors, take)
 from toymodels.checkpoints.layers import (ACTIVATIONS, activation, attention, dense,
@@ -77,9 +77,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
         per_layer["b_out"].append(take(t, f"{p}output.dense.bias", (D,), hint))
         g, b = ln(f"{p}output.LayerNorm")
         per_layer["ln2_g"].append(g), per_layer["ln2_b"].append(b)
-    stacked = {k: np.stack(v) for k, v in per_layer.items()}
-    heads = HeadWeights(**{k: stacked.pop(k) for k in ("W_Q", "W_K", "W_V", "W_O",
-                                                        "b_Q", "b_K", "b_V")})
+    heads, stacked = stack_layers(per_layer)
     params.update(stacked)
     return Checkpoint(name=name, path=path, architecture="bert", config=config, heads=heads,
                       params=params, tokenizer=load_tokenizer(path, "bert"),

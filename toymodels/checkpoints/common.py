@@ -31,6 +31,16 @@ class HeadWeights:
     b_V: np.ndarray  # [L, n, H]
 
 
+HEAD_FIELDS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+
+
+def stack_layers(per_layer: dict) -> tuple[HeadWeights, dict]:
+    """Stack each per-layer list of arrays on a leading layer axis: the head weights as
+    HeadWeights, everything else (LayerNorms, MLP) as a dict of parameters."""
+    stacked = {k: np.stack(v) for k, v in per_layer.items()}
+    return HeadWeights(**{k: stacked.pop(k) for k in HEAD_FIELDS}), stacked
+
+
 @dataclass
 class Encoded:
     """Tokenized prompts, right-padded to the longest."""

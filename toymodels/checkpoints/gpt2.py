@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.checkpoints.common import (AttentionInputs, Checkpoint, Encoded, HeadWeights,
+from toymodels.checkpoints.common import (AttentionInputs, Checkpoint, Encoded, stack_layers,
                                           attention_mask, config_int, load_tokenizer,
                                           read_safetensors, take)
 from toymodels.checkpoints.layers import (ACTIVATIONS, activation, attention, dense,
@@ -65,9 +65,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
         per_layer["b_in"].append(take(t, f"{p}mlp.c_fc.bias", (F,), hint))
         per_layer["W_out"].append(take(t, f"{p}mlp.c_proj.weight", (F, D), hint).T)
         per_layer["b_out"].append(take(t, f"{p}mlp.c_proj.bias", (D,), hint))
-    stacked = {k: np.stack(v) for k, v in per_layer.items()}
-    heads = HeadWeights(**{k: stacked.pop(k) for k in ("W_Q", "W_K", "W_V", "W_O",
-                                                        "b_Q", "b_K", "b_V")})
+    heads, stacked = stack_layers(per_layer)
     params.update(stacked)
     return Checkpoint(name=name, path=path, architecture="gpt2", config=config, heads=heads,
                       params=params, tokenizer=load_tokenizer(path, "gpt2"),
