@@ -22,12 +22,6 @@ def diverged_step(loss) -> int | None:
     return int(idx[0]) + 1 if idx.size else None
 
 
-def diverged_steps(curves: dict, lams) -> list[int | None]:
-    """diverged_step of each instance's training loss recon + λ·attn (curves [I, steps])."""
-    return [diverged_step(curves["recon"][n] + lam * curves["attn"][n])
-            for n, lam in enumerate(lams)]
-
-
 def mask_diverged(params: dict, steps) -> dict:
     """params with every diverged instance's arrays set to 0, so that its head is not
     analysed (its metrics are nulled afterwards) and NaN never reaches the analysis."""

@@ -13,8 +13,9 @@ import numpy as np
 from toymodels.analysis.svd import DEFAULT_REL_TOL
 from toymodels.config import Instance, ToyConfig
 from toymodels.dynamics import first_crossings
+from toymodels.families import diverged_steps
 from toymodels.analysis.alignment import HeadAnalysis, analyze
-from toymodels.divergence import (DIVERGENCE_FACTOR, diverged_steps, mark_diverged,
+from toymodels.divergence import (DIVERGENCE_FACTOR, mark_diverged,
                                   mask_diverged)
 from toymodels.store import claim, git_commit, staged, versions, write_analysis, write_json
 from toymodels.train import TrainResult, train
@@ -72,13 +73,12 @@ def _train_and_store(preset_name, cfg, instances, out, overwrite, progress) -> d
     t0 = time.perf_counter()
     result = train(cfg, instances, progress=progress, desc=preset_name)
     train_s = time.perf_counter() - t0
+    diverged = diverged_steps(cfg, result.curves, instances)
     if is_transformer(cfg):
-        diverged = transformer_diverged(result.curves, instances)
         summary, analysis, arrays = transformer_record(
             preset_name, cfg, instances, result, mask_diverged(result.params, diverged))
         summary = mark_transformer_diverged(summary, diverged)
     else:
-        diverged = diverged_steps(result.curves, [inst.lam for inst in instances])
         analysis = analyze_params(cfg, mask_diverged(result.params, diverged))
         summary = mark_diverged(build_summary(preset_name, cfg, instances, result, analysis),
                                 diverged)
@@ -108,12 +108,6 @@ def _train_and_store(preset_name, cfg, instances, out, overwrite, progress) -> d
 
 def is_transformer(cfg) -> bool:
     return getattr(cfg, "family", "toy") == "transformer"
-
-
-def transformer_diverged(curves: dict, instances) -> list:
-    """diverged_step of each toy-transformer instance's task loss."""
-    from toymodels.divergence import diverged_step
-    return [diverged_step(curves["task"][n]) for n in range(len(instances))]
 
 
 def mark_transformer_diverged(summary: dict, steps) -> dict:

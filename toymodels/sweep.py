@@ -36,7 +36,7 @@ from toymodels.config import (BATCHED_FIELDS, Instance, ToyConfig, check_fits,
                               parse_template, preset)
 from toymodels.config_transformer import TRANSFORMER_BATCHED_FIELDS, TransformerConfig
 from toymodels.divergence import (DIVERGENCE_FACTOR, PAIR_IDENTITY,  # noqa: F401 (re-exported)
-                                  diverged_step, diverged_steps, mask_diverged, null_pair)
+                                  diverged_step, mask_diverged, null_pair)
 from toymodels.errors import ConfigError, RunDirError
 
 MAX_POINTS = 1_000_000
@@ -220,7 +220,7 @@ CONFIG_COLUMNS = [n for n in field_names() if n != "template"]
 
 def run_group(group: Group, progress: bool = True) -> dict:
     """Train and analyse one group; returns its rows, pair rows and statistics."""
-    from toymodels.families import family_of
+    from toymodels.families import diverged_steps
     from toymodels.train import make_chunk_fn, train
 
     chunk_fn, _ = make_chunk_fn(group.cfg)
@@ -228,10 +228,7 @@ def run_group(group: Group, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     result = train(group.cfg, group.instances, progress=progress, desc=f"group {group.id}")
     train_seconds = time.perf_counter() - t0
-    family = family_of(group.cfg)
-    diverged_at = [diverged_step(family.divergence_loss(
-        {k: v[n] for k, v in result.curves.items()}, inst))
-        for n, inst in enumerate(group.instances)]
+    diverged_at = diverged_steps(group.cfg, result.curves, group.instances)
     params = mask_diverged(result.params, diverged_at)  # a diverged head is not analysed
     if isinstance(group.cfg, TransformerConfig):
         from toymodels.run_transformer import sweep_rows

@@ -28,6 +28,7 @@ from toymodels.dynamics import record_steps
 from toymodels.errors import ConfigError
 from toymodels.families import family_of
 
+
 @dataclass
 class TrainResult:
     params: dict[str, np.ndarray]

@@ -16,6 +16,15 @@ in-training metrics. train.py asks it for:
 """
 
 
+def diverged_steps(cfg, curves: dict, instances) -> list:
+    """Each instance's first diverged step (divergence.diverged_step) of the training loss
+    its family defines (toy: recon + λ·attn; transformer: the task loss); None if never."""
+    from toymodels.divergence import diverged_step
+    family = family_of(cfg)
+    return [diverged_step(family.divergence_loss({k: v[n] for k, v in curves.items()}, inst))
+            for n, inst in enumerate(instances)]
+
+
 def family_of(cfg):
     """The family module for a config object."""
     if getattr(cfg, "family", "toy") == "transformer":
