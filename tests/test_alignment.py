@@ -171,3 +171,35 @@ def test_metrics_are_unchanged_by_feature_permutation_and_head_rotation(seed, pe
     for f in base.features:
         assert feats[int(perm[f["feature"]])]["interference"] == pytest.approx(
             f["interference"], abs=1e-4)
+
+
+def test_unrepresented_pairs_are_unmatched_not_aligned_with_the_null_space():
+    """Issue 11: one planted pair and two pairs the head does not represent. The old
+    assignment gave the two an insignificant index and reported their |cos| with an
+    arbitrary null-space vector (0.17–0.47), and a mean over pairs of 0.48 for 1/3."""
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((8, 12)).astype(np.float32)  # random: null-space cosines ≠ 0
+    W /= np.linalg.norm(W, axis=0)
+    template = ((0, 1, 1.0), (2, 3, 1.0), (4, 5, 1.0))
+    W_Q, W_K = planted_head(W, template[:1], 6)
+    out = analyze(W, W_Q=W_Q, W_K=W_K, template=template, axes=())
+    pairs, head = by_pair(out.pairs), out.heads[0]
+    assert head["n_significant"] == 1 and head["n_pairs_matched"] == 1
+    assert pairs[(0, 1)]["sv_index"] == 0 and pairs[(0, 1)]["max_k"] == 0
+    for p in ((2, 3), (4, 5)):
+        assert pairs[p]["sv_index"] is None and pairs[p]["cos_query_u"] is None
+        assert pairs[p]["cos_key_v"] is None and pairs[p]["sigma"] is None
+        assert not pairs[p]["significant"]
+    cos_q = pairs[(0, 1)]["cos_query_u"]
+    assert head["mean_cos_query_u"] == pytest.approx(cos_q / 3, abs=1e-6)
+    assert head["min_matched_cos"] == 0.0
+    assert head["mean_cos_query_u"] == pytest.approx(head["hungarian_query_u"], abs=1e-6)
+
+
+def test_a_zero_head_reports_no_pair_metrics():
+    W = np.eye(4, 6, dtype=np.float32)
+    out = analyze(W, W_Q=np.zeros((2, 4), np.float32), W_K=np.zeros((2, 4), np.float32),
+                  template=((0, 1, 1.0),), axes=())
+    head, pair = out.heads[0], out.pairs[0]
+    assert head["mean_cos_query_u"] is None and head["min_matched_cos"] is None
+    assert pair["sv_index"] is None and pair["max_k"] is None

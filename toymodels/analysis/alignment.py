@@ -19,8 +19,11 @@ interference and dimensionality are 0, and `dead` is true in the features table.
 Non-finite features or weights are refused (AnalysisInputError), never measured.
 
 Metric definitions:
-  matched |cos|   pairs take singular indices one-to-one, maximizing the sum of
-                  |cos(w_i, u_k)|·|cos(w_j, v_k)| over significant k only
+  matched |cos|   pairs take significant singular indices one-to-one, maximizing the
+                  sum of |cos(w_i, u_k)|·|cos(w_j, v_k)|; a pair left without one is
+                  unmatched (sv_index and cosines null). Per-head means and
+                  min_matched_cos count an unmatched pair as 0; n_pairs_matched
+                  says how many have an index
   max-over-k      each pair's best significant k on its own (not one-to-one)
   MMCS            mean over a feature set of max_k |cos(w_i, u_k)|, significant k
   Hungarian mean  mean over a feature set of one-to-one matched |cos(w_i, u_k)|;
@@ -223,31 +226,32 @@ def set_metrics(cos, feats, sig):
 
 
 def _pair_rows(template, cos_u, cos_v, S, sig, dead):
+    """One row per pair. Pairs take significant singular indices only: a pair left
+    without one (more pairs than significant directions, or a dead feature) is
+    unmatched, with no index and no cosine, never the |cos| of a null-space vector."""
     q = np.array([i for i, _, _ in template])
     k = np.array([j for _, j, _ in template])
-    score = np.where(sig, cos_u[q] * cos_v[k], 0.0)  # [P, K]
+    sig_k = np.flatnonzero(sig)
+    score = cos_u[q][:, sig_k] * cos_v[k][:, sig_k]  # [P, K_sig]
     live = ~(dead[q] | dead[k])  # a pair with a dead feature takes no singular index
     matched = np.full(len(template), -1)
-    matched[live] = match(score[live])
-    best = np.argmax(score, axis=1)
+    if sig_k.size:
+        cols = match(score[live])
+        matched[live] = np.where(cols >= 0, sig_k[cols], -1)
+    best = sig_k[np.argmax(score, axis=1)] if sig_k.size else np.full(len(template), -1)
     rows = []
     for p, (i, j, value) in enumerate(template):
-        m = matched[p]
-        if not live[p]:
-            rows.append({"query_feature": int(i), "key_feature": int(j), "target": float(value),
-                         "sv_index": None, "cos_query_u": None, "cos_key_v": None,
-                         "sigma": None, "significant": False, "max_k": None,
-                         "max_cos_query_u": None, "max_cos_key_v": None})
-            continue
+        m, b = matched[p], best[p] if live[p] else -1
         rows.append({
             "query_feature": int(i), "key_feature": int(j), "target": float(value),
             "sv_index": int(m) if m >= 0 else None,
             "cos_query_u": float(cos_u[i, m]) if m >= 0 else None,
             "cos_key_v": float(cos_v[j, m]) if m >= 0 else None,
             "sigma": float(S[m]) if m >= 0 else None,
-            "significant": bool(m >= 0 and sig[m]),
-            "max_k": int(best[p]), "max_cos_query_u": float(cos_u[i, best[p]]),
-            "max_cos_key_v": float(cos_v[j, best[p]]),
+            "significant": bool(m >= 0),
+            "max_k": int(b) if b >= 0 else None,
+            "max_cos_query_u": float(cos_u[i, b]) if b >= 0 else None,
+            "max_cos_key_v": float(cos_v[j, b]) if b >= 0 else None,
         })
     return rows
 
@@ -263,9 +267,19 @@ def _sigma_fit(pair_rows):
     return float(np.corrcoef(t, s)[0, 1] ** 2), float(spearmanr(t, s).statistic)
 
 
-def _mean(xs):
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else None
+def _pair_mean(pair_rows, key, dead_pair):
+    """Mean of `key` over the live pairs (no dead feature), an unmatched pair counting
+    0 (it has no direction of its own: as in the Hungarian mean); None if no pair is
+    live or the head has no significant direction (nothing was measured)."""
+    vals = [0.0 if p[key] is None else p[key] for p, d in zip(pair_rows, dead_pair) if not d]
+    return float(np.mean(vals)) if vals else None
+
+
+def _pair_min(pair_rows, dead_pair):
+    """min over live pairs of min(|cos| query, |cos| key), an unmatched pair counting 0."""
+    vals = [0.0 if p["sv_index"] is None else min(p["cos_query_u"], p["cos_key_v"])
+            for p, d in zip(pair_rows, dead_pair) if not d]
+    return min(vals) if vals else None
 
 
 def _head_rows(head, template, query_set, key_set, dead):
@@ -286,11 +300,14 @@ def _head_rows(head, template, query_set, key_set, dead):
         baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig, dead)
         for p, b in zip(pair_rows, baseline):
             p["baseline_cos_query_u"], p["baseline_cos_key_v"] = b["cos_query_u"], b["cos_key_v"]
+        dead_pair = [bool(dead[i] or dead[j]) for i, j, _ in template]
+        if not sig.any():  # a zero head (e.g. diverged): nothing to report
+            dead_pair = [True] * len(template)
         for key in ("cos_query_u", "cos_key_v", "max_cos_query_u", "max_cos_key_v",
                     "baseline_cos_query_u", "baseline_cos_key_v"):
-            row[f"mean_{key}"] = _mean(p[key] for p in pair_rows)
-        row["min_matched_cos"] = min((min(p["cos_query_u"], p["cos_key_v"]) for p in pair_rows
-                                      if p["sv_index"] is not None), default=None)
+            row[f"mean_{key}"] = _pair_mean(pair_rows, key, dead_pair)
+        row["n_pairs_matched"] = sum(p["sv_index"] is not None for p in pair_rows)
+        row["min_matched_cos"] = _pair_min(pair_rows, dead_pair)
         row["sigma_target_r2"], row["sigma_target_spearman"] = _sigma_fit(pair_rows)
         for side, feats in (("query", query_set), ("key", key_set)):
             cos = head[f"principal_cos_{side}"]
