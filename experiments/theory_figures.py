@@ -1,6 +1,6 @@
-"""Figures 2b and 4 and Appendix E, drawn from a stored `toymodels theory` run.
+"""Figures 2b and 4 and the pairs-beyond-H study, drawn from a stored `toymodels theory` run.
 
-usage: toymodels theory --quick --out runs/theory-quick     (trains; about 12 minutes)
+usage: toymodels theory --quick --out runs/theory-quick     (trains; about 8 minutes on 2 cores)
        python experiments/theory_figures.py [--theory runs/theory-quick] [--out figures]
 """
 

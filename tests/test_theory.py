@@ -103,6 +103,72 @@ def test_neumann_bound_holds(seed, D, spread):
     assert theory.sin_angle(np.linalg.solve(Sigma, x), x) <= theory.sin_bound(Sigma) + 1e-12
 
 
+@settings(max_examples=100, deadline=None)
+@given(seed=seeds, D=st.integers(2, 10), spread=st.floats(0.0, 20.0))
+def test_tight_bound_holds(seed, D, spread):
+    """sin∠(Σ⁻¹x, x) <= (κ−1)/(κ+1) for random SPD Σ and random x (checked before trusting it)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    Sigma = Q @ np.diag(1 + spread * rng.random(D)) @ Q.T
+    x = rng.standard_normal(D)
+    assert theory.sin_angle(np.linalg.solve(Sigma, x), x) <= theory.tight_sin_bound(Sigma) + 1e-12
+
+
+@pytest.mark.parametrize("kappa", [1.5, 6.0, 100.0])
+def test_tight_bound_is_attained(kappa):
+    """x ∝ √κ e_max + e_min (eigenvectors of Σ) reaches the bound: it cannot be smaller."""
+    Sigma = np.diag([kappa, (1 + kappa) / 2, 1.0])
+    x = np.array([np.sqrt(kappa), 0.0, 1.0])
+    assert theory.sin_angle(np.linalg.solve(Sigma, x), x) == pytest.approx(
+        theory.tight_sin_bound(Sigma), abs=1e-12)
+    assert theory.tight_sin_bound(Sigma) == pytest.approx((kappa - 1) / (kappa + 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_anisotropic_features_hit_the_level_of_the_matrix_the_loss_sees(seed):
+    """With a token second moment M, ε is exact for X M Xᵀ (sparse tokens' mean term), and
+    tr(X Xᵀ) = N still."""
+    from toymodels.config import preset
+    from toymodels.tasks.toy import second_moment
+    M = second_moment(preset("single-pair"))
+    X = theory.anisotropic_features(np.random.default_rng(seed), 20, 10, 1.72, M=M)
+    alpha, e = theory.anisotropy(theory.frame_operator(X, M))
+    assert e / alpha == pytest.approx(1.72, abs=1e-9)
+    assert np.trace(X @ X.T) == pytest.approx(20)
+    alpha0, e0 = theory.anisotropy(theory.frame_operator(X))
+    assert abs(e0 / alpha0 - 1.72) > 0.01  # X Xᵀ alone is not the matrix the loss sees
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_squared_error_loss_is_the_metric_around_its_optimum(seed):
+    """One-hot tokens, loss enumerated over all (query, key) token pairs in float64:
+    L(Ω) − L(Ω*) = ‖Σ_X^{1/2}(Ω − Ω*)Σ_Y^{1/2}‖_F² (with Σ = X M Xᵀ, M = I/N), and the
+    rank-H optimum has lower loss than any other rank-H Ω tried, the plain truncation too."""
+    rng = np.random.default_rng(seed)
+    N, D, H = 9, 5, 2
+    X, Y = rng.standard_normal((D, N)), rng.standard_normal((D, N))
+    T = np.zeros((N, N))
+    T[[0, 1, 2, 3], [4, 5, 6, 7]] = [1.0, 0.7, 0.5, 0.3]
+    M = np.eye(N) / N
+
+    def loss(Omega):  # E over independent one-hot query and key tokens
+        return np.mean((X.T @ Omega @ Y - 2.0 * T) ** 2)
+
+    star = theory.closed_form_omega(X, Y, T, 2.0, M, M)
+    Sx, Sy = theory.frame_operator(X, M), theory.frame_operator(Y, M)
+    for _ in range(5):
+        Omega = rng.standard_normal((D, D))
+        assert loss(Omega) - loss(star) == pytest.approx(
+            theory.loss_metric(Omega - star, Sx, Sy) ** 2, rel=1e-9)
+    best = theory.rank_h_optimum(star, Sx, Sy, H)
+    assert np.linalg.matrix_rank(best) == H
+    U, S, Vt = np.linalg.svd(star)
+    others = [(U[:, :H] * S[:H]) @ Vt[:H]] + [best + 0.01 * rng.standard_normal((D, H)) @
+                                              rng.standard_normal((H, D)) for _ in range(5)]
+    for other in others:
+        assert loss(best) < loss(other)
+
+
 def test_bound_is_zero_for_isotropy_and_vacuous_beyond_half():
     assert theory.sin_bound(3.0 * np.eye(4)) == 0.0
     assert theory.sin_bound(np.diag([1.0, 1.0, 1.0, 4.0])) == 1.0  # ε = 1.2/1.75 > 1/2

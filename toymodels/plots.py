@@ -122,10 +122,17 @@ def plot_anisotropy(data: dict, out_path):
             mean, std = stat(values)
             ax.errorbar(levels, mean, yerr=std, fmt=style, ms=3.5, lw=1, capsize=2,
                         label=label)
-        grid = np.linspace(0, 0.5, 100)
-        ax.plot(grid, np.sqrt(1 - (grid / (1 - grid)) ** 2), "r--", lw=1,
-                label="bound: |cos| ≥ √(1 − (ε/(1−ε))²)")
-        ax.set_xlabel("anisotropy ε = ‖E_X‖₂ / α")
+        # Tight bound |cos| >= 2√κ/(κ+1) for our one-spike spectra, κ = (1+ε)/(1−ε/(D−1)),
+        # and the Neumann bound, which says nothing from ε = 1/2 on.
+        D = int(data["D"]) if "D" in data else 10
+        grid = np.linspace(0, levels.max(), 200)
+        kappa = (1 + grid) / (1 - grid / (D - 1))
+        ax.plot(grid, 2 * np.sqrt(kappa) / (kappa + 1), "r--", lw=1,
+                label="tight bound: |cos| ≥ 2√κ/(κ+1)")
+        half = np.linspace(0, 0.5, 100)
+        ax.plot(half, np.sqrt(1 - (half / (1 - half)) ** 2), ":", color="0.4", lw=1,
+                label="Neumann bound (ε < 1/2)")
+        ax.set_xlabel("anisotropy ε = ‖E_X‖₂ / α of the Σ_X each loss sees")
         ax.set_ylabel("|cos(u_1, x_0)|, |cos(v_1, x_1)|")
         ax.set_ylim(0, 1.02)
         ax.set_title("Alignment against feature anisotropy (N=20, D=H=10)")
@@ -134,23 +141,50 @@ def plot_anisotropy(data: dict, out_path):
         plt.close(fig)
 
 
-def plot_appendix_e(data: dict, out_path, seed_index: int = 0):
-    """Appendix E: more pairs than head dimensions; |cos| per pair and the spectrum."""
-    cos_u, cos_v = data["cos_u"][seed_index], data["cos_v"][seed_index]
-    K = cos_u.shape[1]
+def plot_pairs_beyond_h(data: dict, out_path):
+    """More pairs than H: the trained head's distance from the rank-H optimum (left) and
+    each pair's fate, kept, shared or dropped, in the optimum and in the trained heads."""
+    H, d = data["H"], data["d"]
+    heads, dims = np.unique(H), np.unique(d)
+    fates = ("kept", "shared", "dropped")
+    colors = ("#3a7d44", "#e0a030", "#b0b0b0")
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), layout="constrained")
-        _cos_heatmap(axes[0], cos_u, f"|cos(x_p, u_k)|, {cos_u.shape[0]} pairs, H={K}", "u", K)
-        im = _cos_heatmap(axes[1], cos_v, "|cos(y_p, v_k)|", "v", K)
-        fig.colorbar(im, ax=axes[1], fraction=0.05, pad=0.02, label="|cos|")
-        ax = axes[2]
-        for n, S in enumerate(data["S"]):
-            ax.plot(np.arange(K), S, "o-", ms=3, lw=0.8, alpha=0.8, label=f"seed {n}")
-        ax.set_xlabel("singular index k")
-        ax.set_ylabel("σ_k")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title("spectra: only H singular pairs for all pairs")
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained",
+                                 gridspec_kw={"width_ratios": [1, 1.4]})
+        ax = axes[0]
+        for n, h in enumerate(heads):
+            at = H == h
+            jitter = (n - (len(heads) - 1) / 2) * 0.25
+            ax.plot(d[at] + jitter, data["error"][at], "o", ms=4, label=f"trained, H={h}")
+            ax.plot(d[at] + jitter, np.maximum(data["strongest_h_error"][at], 1e-3), "x", ms=4,
+                    color="0.5", label="the H strongest pairs kept whole" if n == 0 else None)
+        ax.axhline(0.05, color="r", ls="--", lw=0.8, label="tolerance")
+        ax.set_yscale("log")
+        ax.set_ylim(8e-4, 2)
+        ax.set_xlabel("residual dimension D (12 attended features)")
+        ax.set_ylabel("‖Σ^½(Ω − Ω_H)Σ^½‖ / ‖Σ^½Ω_HΣ^½‖")
+        ax.set_title("distance from the rank-H optimum Ω_H (loss metric)")
         ax.legend(fontsize=7, frameon=False)
+        ax = axes[1]
+        labels, x = [], 0
+        for h in heads:
+            for dim in dims:
+                at = (H == h) & (d == dim)
+                opt, trained = data["fate_optimum"][at], data["fate_trained"][at]
+                bottom = 0.0
+                for f, (name, color) in enumerate(zip(fates, colors)):
+                    frac = float((opt == f).mean())
+                    ax.bar(x, frac, bottom=bottom, color=color, width=0.7,
+                           label=name if x == 0 else None)
+                    bottom += frac
+                ax.plot(x, float((trained == fates.index("kept")).mean()), "k_", ms=14,
+                        mew=2, label="trained: kept fraction" if x == 0 else None)
+                labels.append(f"H={h}\nD={dim}")
+                x += 1
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylabel(f"fraction of the {data['fate_optimum'].shape[1]} pairs")
+        ax.set_title("each pair's fate in the rank-H optimum (bars)")
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
         fig.savefig(out_path)
         plt.close(fig)
 

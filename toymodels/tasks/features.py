@@ -22,12 +22,15 @@ def sample_onehot(key, shape) -> jax.Array:
     return jax.nn.one_hot(jax.random.randint(key, shape[:-1], 0, shape[-1]), shape[-1])
 
 
-def anisotropic_features(rng: np.random.Generator, N: int, D: int, eps: float) -> np.ndarray:
-    """Features X [D, N] with tr(X Xᵀ) = N and ‖E_X‖₂ / α = eps exactly (α = N/D).
+def anisotropic_features(rng: np.random.Generator, N: int, D: int, eps: float,
+                         M=None) -> np.ndarray:
+    """Features X [D, N] with tr(X Xᵀ) = N and ‖E_X‖₂ / α = eps exactly (α = tr(Σ_X)/D).
 
     Σ_X has one spike α(1 + eps) along a random direction and α(1 − eps/(D−1)) on the
     other D − 1 (so the trace stays Dα), as a few dominant directions do in real
     residual streams. eps = 0 gives a random tight frame (Σ_X = (N/D) I).
+    Σ_X is X Xᵀ, or X M Xᵀ when a token second moment M [N, N] (positive definite) is
+    given: the matrix a loss on such tokens sees (sparse tokens add a mean term to M).
     Needs N >= D and 0 <= eps < D − 1 (beyond that an eigenvalue would be <= 0)."""
     if N < D:
         raise ValueError(f"need N >= D for a full-rank frame, got N={N}, D={D}")
@@ -38,4 +41,11 @@ def anisotropic_features(rng: np.random.Generator, N: int, D: int, eps: float) -
     eig[0] = alpha * (1 + eps)
     U, _ = np.linalg.qr(rng.standard_normal((D, D)))
     R, _ = np.linalg.qr(rng.standard_normal((N, D)))  # [N, D], orthonormal columns
-    return U @ np.diag(np.sqrt(eig)) @ R.T
+    X = U @ np.diag(np.sqrt(eig)) @ R.T
+    if M is None:
+        return X
+    # X M^{-1/2} has X M Xᵀ = U diag(eig) Uᵀ; a scalar rescale restores tr(X Xᵀ) = N
+    # and leaves ε (a ratio) alone.
+    lam, Q = np.linalg.eigh(np.asarray(M, np.float64))
+    X = X @ (Q / np.sqrt(lam)) @ Q.T
+    return X * np.sqrt(N / np.trace(X @ X.T))

@@ -1,9 +1,10 @@
 """`toymodels theory`: every prediction of paper-notes §1–§2, measured beside its value.
 
 Each check trains what it needs, measures, and returns
-  rows: one per prediction (predicted value, measured value, criterion, PASS/FAIL)
+  rows: one per prediction (predicted value, measured value, criterion, PASS/FAIL),
+        and observations reported beside them (status INFO)
   data: the arrays its figure is drawn from (stored as data/<check>.npz)
-Sizes come from a profile: QUICK fits the 2-core CPU (all checks within 15 minutes),
+Sizes come from a profile: QUICK fits the 2-core CPU (all checks within 8 minutes),
 FULL is the paper-sized version (more seeds, steps and anisotropy levels).
 
 Shapes: I instances, D residual dim, N features, P attended pairs, K singular indices.
@@ -18,6 +19,7 @@ import numpy as np
 from toymodels.theory import closed_form as theory
 from toymodels.config import ToyConfig, make_instances, many_pairs, preset
 from toymodels.tasks.toy import second_moment, template_matrix
+from toymodels.analysis.alignment import match
 from toymodels.analysis.svd import DEFAULT_REL_TOL, significant
 from toymodels.run import analyze_params
 from toymodels.train import train
@@ -29,30 +31,49 @@ class Profile:
     seeds: int            # instances per setting of the small checks
     steps: int            # training steps of the small (N=20, D=10) checks
     eps: tuple            # anisotropy levels ε = ‖E_X‖₂/α of Figure 4
-    multi_seeds: int      # seeds of the multi-pair check
+    multi_seeds: int      # held-out seeds of the multi-pair check (from HELD_OUT_SEED)
     multi_steps: int | None  # None: the multi-pair preset's own step count
-    appendix_e_steps: int
+    rank_h_steps: int     # training steps of the pairs-beyond-H study
     eps_steps: int        # training steps of the anisotropy sweep
+    rank_h_dims: tuple = (4, 8, 16)  # residual dimensions D of the pairs-beyond-H study
+    rank_h_heads: tuple = (2, 4)     # head dimensions H of the pairs-beyond-H study
 
 
-QUICK = Profile("quick", seeds=4, steps=3000, eps=(0.0, 0.1, 0.31, 0.5, 1.0, 1.72),
-                multi_seeds=4, multi_steps=None, appendix_e_steps=10_000, eps_steps=2000)
+QUICK = Profile("quick", seeds=4, steps=3000, eps=(0.0, 0.31, 0.5, 1.0, 1.72, 3.0),
+                multi_seeds=4, multi_steps=None, rank_h_steps=3000, eps_steps=2000)
 # Paper-sized: 8 seeds, 12 anisotropy levels, twice the multi-pair steps. Meant for an
 # accelerator; on a 2-core CPU it runs for hours (not timed).
 FULL = Profile("full", seeds=8, steps=10_000,
-               eps=(0.0, 0.05, 0.1, 0.2, 0.31, 0.4, 0.5, 0.75, 1.0, 1.25, 1.72, 2.5),
-               multi_seeds=8, multi_steps=20_000, appendix_e_steps=20_000, eps_steps=5000)
+               eps=(0.0, 0.1, 0.2, 0.31, 0.5, 0.75, 1.0, 1.25, 1.72, 2.5, 3.0, 4.0),
+               multi_seeds=8, multi_steps=20_000, rank_h_steps=10_000, eps_steps=5000,
+               rank_h_dims=(4, 6, 8, 12, 16), rank_h_heads=(2, 3, 4, 6))
 PROFILES = {"quick": QUICK, "full": FULL}
 
 
 def row(check, prediction, predicted, measured, criterion, threshold, n, detail=""):
-    """One table row; criterion is '>=' or '<=' applied as measured <criterion> threshold."""
+    """One table row; criterion is '>=' or '<=' applied as measured <criterion> threshold.
+    A missing or non-finite measurement FAILs: nothing measured is nothing confirmed."""
     ok = measured is not None and np.isfinite(measured) and (
         measured >= threshold if criterion == ">=" else measured <= threshold)
     return {"check": check, "prediction": prediction, "predicted": predicted,
             "measured": None if measured is None else float(measured),
             "tolerance": f"{criterion} {threshold:g}", "status": "PASS" if ok else "FAIL",
             "instances": n, "detail": detail}
+
+
+def observation(check, what, measured, n, detail=""):
+    """A measured number reported beside the predictions, with no prediction to pass
+    or fail (status INFO; not counted among the predictions)."""
+    return {"check": check, "prediction": what, "predicted": "-",
+            "measured": None if measured is None else float(measured), "tolerance": "-",
+            "status": "INFO", "instances": n, "detail": detail}
+
+
+def worst(values) -> float:
+    """min over values; NaN when any is missing or NaN (so the row FAILs), never the
+    min of the values that happen to exist."""
+    values = [np.nan if v is None else float(v) for v in values]
+    return float("nan") if not values or np.isnan(values).any() else min(values)
 
 
 # ---- the setting of Theorems 1 and 2 ------------------------------------------------
@@ -70,43 +91,70 @@ def _omega(params, n):
     return params["W_Q"][n].T.astype(np.float64) @ params["W_K"][n].astype(np.float64)
 
 
-def _fixed_head_run(cfg, X):
-    """Train the head on fixed features X [I, D, N] (one instance each, seed = index)."""
-    res = train(cfg, make_instances(cfg, range(len(X))), init={"W": X},
+def _fixed_head_run(cfg, X, first_seed: int = 0):
+    """Train the head on fixed features X [I, D, N] (one instance each, seeds first_seed + index)."""
+    res = train(cfg, make_instances(cfg, range(first_seed, first_seed + len(X))), init={"W": X},
                 desc=f"head on fixed features (I={len(X)})")
     return res.params
 
 
-def _compare_closed_form(cfg, params, n):
-    """(|cos u|, |cos v|, σ/σ* − 1) of trained Ω's top pair against Ω*(W) of instance n."""
+THEOREM1_EPS = 3.0
+"""Anisotropy of Theorem 1's fixed features: there the naive answer Ω ∝ x_0 x_1ᵀ is far
+from Ω* (its top pair's |cos| with Ω*'s is 0.70–0.99, median 0.82, over random feature
+sets; at ε = 0.5 it is 0.97–1.00 and cannot tell the two apart)."""
+
+
+def _compare_closed_form(cfg, params, n) -> dict:
+    """Instance n's trained Ω against Ω*(W) (Theorem 1) and against the naive Ω ∝ x_0x_1ᵀ:
+    top-pair |cos| (u and v sides), σ_1/σ_1* − 1, whole-matrix ‖Ω − Ω*‖_F / ‖Ω*‖_F, and the
+    naive answer's own error (best scale)."""
     W = params["W"][n].astype(np.float64)
     M = second_moment(cfg)
     star = theory.closed_form_omega(W, W, template_matrix(cfg.template, cfg.N), cfg.target_scale,
                                     M, M)
-    u, s, v = theory.top_pair(_omega(params, n))
+    omega = _omega(params, n)
+    i, j, _ = cfg.template[0]
+    naive = np.outer(W[:, i], W[:, j])
+    u, s, v = theory.top_pair(omega)
     u_s, s_s, v_s = theory.top_pair(star)
-    return abs(u @ u_s), abs(v @ v_s), s / s_s - 1
+    u_n, _, v_n = theory.top_pair(naive)
+    # best scale c of the naive answer: min_c ‖c·naive − Ω*‖ / ‖Ω*‖ = sin of their angle
+    c = np.sum(naive * star) / np.sum(naive * naive)
+    return {"cos_u": abs(u @ u_s), "cos_v": abs(v @ v_s), "sigma_err": s / s_s - 1,
+            "matrix_err": np.linalg.norm(omega - star) / np.linalg.norm(star),
+            "naive_cos": min(abs(u @ u_n), abs(v @ v_n)),
+            "naive_star_cos": min(abs(u_n @ u_s), abs(v_n @ v_s)),
+            "naive_err": np.linalg.norm(c * naive - star) / np.linalg.norm(star)}
 
 
 def check_theorem1(p: Profile):
     rows = []
     rng = np.random.default_rng(1)
-    eps = 0.5
-    X = np.stack([theory.anisotropic_features(rng, 20, 10, eps) for _ in range(p.seeds)])
+    X = np.stack([theory.anisotropic_features(rng, 20, 10, THEOREM1_EPS)
+                  for _ in range(p.seeds)])
     cfg = THEOREM_CFG.replace(steps=p.steps)
     fixed = _fixed_head_run(cfg, X)
     learned_cfg = cfg.replace(train_features=True)
     learned = train(learned_cfg, make_instances(learned_cfg, range(p.seeds)),
                     desc="head and features").params
-    for label, c, params in (("fixed anisotropic features (ε=0.5)", cfg, fixed),
+    for label, c, params in ((f"fixed anisotropic features (ε={THEOREM1_EPS:g})", cfg, fixed),
                              ("learned features", learned_cfg, learned)):
-        cu, cv, ds = np.array([_compare_closed_form(c, params, n) for n in range(p.seeds)]).T
+        m = {k: np.array([d[k] for d in (_compare_closed_form(c, params, n)
+                                         for n in range(p.seeds))])
+             for k in ("cos_u", "cos_v", "sigma_err", "matrix_err", "naive_cos",
+                       "naive_star_cos", "naive_err")}
         rows.append(row("theorem1", f"trained Ω top pair = Ω*'s, {label}", "|cos| = 1",
-                        min(cu.min(), cv.min()), ">=", 0.99, p.seeds,
-                        f"min |cos u| {cu.min():.4f}, min |cos v| {cv.min():.4f}"))
-        rows.append(row("theorem1", f"σ_1 = σ_1(Ω*), {label}", "relative error 0",
-                        np.abs(ds).max(), "<=", 0.05, p.seeds,
-                        "max |σ_1/σ_1* − 1| over instances"))
+                        min(m["cos_u"].min(), m["cos_v"].min()), ">=", 0.99, p.seeds,
+                        f"min |cos u| {m['cos_u'].min():.4f}, min |cos v| {m['cos_v'].min():.4f}; "
+                        f"the naive x_0x_1ᵀ's top pair: |cos| with Ω*'s "
+                        f"{m['naive_star_cos'].min():.3f}–{m['naive_star_cos'].max():.3f}, "
+                        f"with the trained head's {m['naive_cos'].min():.3f}–"
+                        f"{m['naive_cos'].max():.3f}"))
+        rows.append(row("theorem1", f"trained Ω = Ω* as a whole matrix, {label}",
+                        "‖Ω−Ω*‖/‖Ω*‖ = 0", m["matrix_err"].max(), "<=", 0.05, p.seeds,
+                        f"max over instances (σ_1 error max {np.abs(m['sigma_err']).max():.2g}); "
+                        f"the naive x_0x_1ᵀ at its best scale: {m['naive_err'].min():.3f}–"
+                        f"{m['naive_err'].max():.3f}"))
     return rows, {}
 
 
@@ -141,40 +189,44 @@ PAPER_LOSS_CFG = preset("single-pair").replace(record_points=0, train_features=F
 
 
 def check_anisotropy(p: Profile):
+    """Figure 4. Each series' features hit ε exactly for the Σ_X its loss sees: X Xᵀ for
+    one-hot tokens, X M Xᵀ for the paper's sparse tokens (M has a mean term)."""
     rng = np.random.default_rng(3)
     eps = np.repeat(np.asarray(p.eps, np.float64), p.seeds)
+    M_sparse = second_moment(PAPER_LOSS_CFG)
     X = np.stack([theory.anisotropic_features(rng, 20, 10, e) for e in eps])
-    measured = np.array([theory.anisotropy(theory.frame_operator(x)) for x in X])
-    eps_measured = measured[:, 1] / measured[:, 0]
+    X_sparse = np.stack([theory.anisotropic_features(rng, 20, 10, e, M=M_sparse) for e in eps])
     mse = _fixed_head_run(THEOREM_CFG.replace(steps=p.eps_steps), X)
-    xent = _fixed_head_run(PAPER_LOSS_CFG.replace(steps=p.eps_steps), X)
-    align = {name: np.array([_feature_alignment(params, n) for n in range(len(X))])
-             for name, params in (("mse", mse), ("xent", xent))}
-    # Closed form and bound on the query side (x_0); the key side is the same with x_1.
+    xent = _fixed_head_run(PAPER_LOSS_CFG.replace(steps=p.eps_steps), X_sparse)
+    align = {"mse": np.array([_feature_alignment(mse, n) for n in range(len(X))]),
+             "xent": np.array([_feature_alignment(xent, n) for n in range(len(X))])}
+    # Closed form and bounds on the query side (x_0) and the key side (x_1).
     Sigma = [theory.frame_operator(x) for x in X]
-    bound = np.array([theory.sin_bound(S) for S in Sigma])
+    tight = np.array([theory.tight_sin_bound(S) for S in Sigma])
     sin_star = np.array([[theory.sin_angle(np.linalg.solve(S, x[:, a]), x[:, a]) for a in (0, 1)]
                          for S, x in zip(Sigma, X)])
     sin_trained = np.sqrt(np.clip(1 - align["mse"] ** 2, 0, None))
-    data = {"eps": eps, "eps_measured": eps_measured, "bound_sin": bound,
+    excess = sin_trained - tight[:, None]
+    data = {"eps": eps, "bound_sin": tight,
+            "neumann_sin": np.array([theory.sin_bound(S) for S in Sigma]),
             "closed_form_sin": sin_star, "align_mse": align["mse"], "align_xent": align["xent"],
-            "gpt2_eps": np.asarray(theory.GPT2_EPS_RANGE)}
-    rows = [row("anisotropy", "construction hits the requested ‖E_X‖₂/α", "0",
-                np.abs(eps_measured - eps).max(), "<=", 1e-9, len(X), "max |ε measured − ε|"),
-            row("anisotropy", "bound holds for Ω* = Σ_X⁻¹x_0 x_1ᵀΣ_X⁻¹: sin∠ − ε/(1−ε)",
-                "<= 0", (sin_star - bound[:, None]).max(), "<=", 1e-12, len(X),
-                "max over instances and both sides (tolerance: float64 rounding)"),
-            row("anisotropy", "bound holds for the trained head: sin∠(u_1, x_0) − ε/(1−ε)",
-                "<= 0", (sin_trained - bound[:, None]).max(), "<=", TRAINED_SIN_TOL, len(X),
+            "gpt2_eps": np.asarray(theory.GPT2_EPS_RANGE), "D": 10}
+    at_max = eps == eps.max()
+    rows = [row("anisotropy", "trained head within the tight bound: sin∠(u_1, x_0) − (κ−1)/(κ+1)",
+                "<= 0", excess.max(), "<=", TRAINED_SIN_TOL, len(X),
                 "max over instances and both sides; squared-error loss, one-hot tokens; "
-                "tolerance: the isotropy check's training precision")]
+                f"tolerance: the isotropy check's training precision; at ε={eps.max():g} "
+                f"the bound is sin ≤ {tight[at_max].max():.3f}, the trained head's sin "
+                f"{sin_trained[at_max].max():.3f} (Neumann's ε/(1−ε) says nothing from ε=0.5)")]
     for e in theory.GPT2_EPS_RANGE:
         at = np.isclose(eps, round(e, 2))
         if at.any():
             for name, label in (("mse", "squared error, one-hot"), ("xent", "paper's loss")):
                 rows.append(row("anisotropy", f"mean alignment at GPT-2 level ε={e:.2f} "
                                 f"({label}); paper: above 0.75", "> 0.75",
-                                align[name][at].mean(), ">=", 0.75, int(at.sum())))
+                                align[name][at].mean(), ">=", 0.75, int(at.sum()),
+                                "ε of X M Xᵀ, the matrix the sparse tokens' loss sees"
+                                if name == "xent" else ""))
     return rows, data
 
 
@@ -206,113 +258,61 @@ def check_orthogonalization(p: Profile):
         {"interference_head": with_head, "interference_no_head": without}
 
 
-# ---- many pairs: Figure 2b and Appendix E ---------------------------------------------
+# ---- many pairs: Figure 2b -----------------------------------------------------------------
+
+HELD_OUT_SEED = 100
+"""First seed of the multi-pair check: the preset was tuned on seeds 0–3 (README, multi-pair
+search), so the check trains seeds it never saw (100, 101, ...)."""
+
 
 def check_multi_pair(p: Profile):
     cfg = preset("multi-pair")
     if p.multi_steps:
         cfg = cfg.replace(steps=p.multi_steps)
-    params = train(cfg, make_instances(cfg, range(p.multi_seeds)), desc="multi-pair").params
+    n = p.multi_seeds
+    seeds = range(HELD_OUT_SEED, HELD_OUT_SEED + n)
+    params = train(cfg, make_instances(cfg, seeds), desc="multi-pair").params
     analysis = analyze_params(cfg, params)
     pairs, heads, arrays = analysis.pairs, analysis.heads, analysis.arrays
-    cq = np.array([r["cos_query_u"] for r in pairs]).reshape(p.multi_seeds, -1)
-    ck = np.array([r["cos_key_v"] for r in pairs]).reshape(p.multi_seeds, -1)
-    sig = np.array([r["significant"] for r in pairs]).reshape(p.multi_seeds, -1)
-    sigma = np.array([r["sigma"] for r in pairs], dtype=float).reshape(p.multi_seeds, -1)
-    r2 = [h["sigma_target_r2"] for h in heads]
-    rho = [h["sigma_target_spearman"] for h in heads]
-    n = p.multi_seeds
-    rows = [row("multi_pair", "Hungarian-matched |cos| mean, query side", "1", cq.mean(),
-                ">=", 0.95, n),
-            row("multi_pair", "Hungarian-matched |cos| mean, key side", "1", ck.mean(),
-                ">=", 0.95, n),
-            row("multi_pair", "Hungarian-matched |cos| min, query side", "1", cq.min(),
-                ">=", 0.85, n),
-            row("multi_pair", "Hungarian-matched |cos| min, key side", "1", ck.min(),
-                ">=", 0.85, n),
+    P = len(cfg.template)
+
+    def per_pair(key):  # [n, P]; an unmatched pair is NaN here (no index, no cosine)
+        return np.array([np.nan if r[key] is None else r[key] for r in pairs],
+                        float).reshape(n, P)
+
+    cq, ck, sigma = per_pair("cos_query_u"), per_pair("cos_key_v"), per_pair("sigma")
+    sig = np.array([r["significant"] for r in pairs]).reshape(n, P)
+    held = f"held-out seeds {seeds[0]}–{seeds[-1]}; preset tuned on 0–3"
+    # Means and minima count an unmatched pair as 0 (analysis.alignment).
+    min_q = [min(0.0 if r["cos_query_u"] is None else r["cos_query_u"] for r in pairs
+                 if r["instance"] == i) for i in range(n)]
+    min_k = [min(0.0 if r["cos_key_v"] is None else r["cos_key_v"] for r in pairs
+                 if r["instance"] == i) for i in range(n)]
+    rows = [row("multi_pair", "Hungarian-matched |cos| mean, query side", "1",
+                np.mean([h["mean_cos_query_u"] for h in heads]), ">=", 0.95, n,
+                f"{held}; an unmatched pair counts 0; worst seed "
+                f"{worst(h['mean_cos_query_u'] for h in heads):.4f}"),
+            row("multi_pair", "Hungarian-matched |cos| mean, key side", "1",
+                np.mean([h["mean_cos_key_v"] for h in heads]), ">=", 0.95, n, held),
+            row("multi_pair", "Hungarian-matched |cos| min, query side", "1", worst(min_q),
+                ">=", 0.85, n, held),
+            row("multi_pair", "Hungarian-matched |cos| min, key side", "1", worst(min_k),
+                ">=", 0.85, n, held),
             row("multi_pair", "matched σ against target: R² (worst seed)", "1",
-                min(x if x is not None else np.nan for x in r2), ">=", 0.95, n,
-                "over pairs whose matched σ is significant"),
+                worst(h["sigma_target_r2"] for h in heads), ">=", 0.95, n,
+                f"{held}; over pairs with a significant σ; a seed without a value FAILs"),
             row("multi_pair", "matched σ against target: Spearman (worst seed)", "1",
-                min(x if x is not None else np.nan for x in rho), ">=", 0.95, n,
-                "over pairs whose matched σ is significant"),
-            row("multi_pair", "every pair's matched σ is significant (> 1% of σ_1)",
-                str(len(cfg.template)), sig.sum(axis=1).min(), ">=", len(cfg.template), n,
-                "fewest significant pairs in a seed")]
+                worst(h["sigma_target_spearman"] for h in heads), ">=", 0.95, n, held),
+            row("multi_pair", "every pair has a significant singular pair of its own (σ > 1% "
+                "of σ_1)", str(P), min(h["n_pairs_matched"] for h in heads), ">=", P, n,
+                f"{held}; fewest matched pairs in a seed")]
     q = [i for i, _, _ in cfg.template]
     k = [j for _, j, _ in cfg.template]
     data = {"cos_u": arrays["qk_cos_u"][:, q], "cos_v": arrays["qk_cos_v"][:, k],
             "targets": np.array([v for _, _, v in cfg.template]) * cfg.target_scale,
-            "sigma": sigma, "significant": sig, "cos_query": cq, "cos_key": ck}
+            "sigma": sigma, "significant": sig, "cos_query": cq, "cos_key": ck,
+            "seeds": np.array(list(seeds))}
     return rows, data
-
-
-APPENDIX_E = preset("multi-pair").replace(
-    N=60, D=40, H=10, template=many_pairs(14, offset=14, high=1.0, low=0.2, spacing="geometric"),
-    steps=5000)
-"""14 pairs, H=10, values as in the multi-pair preset (geometric, 1 to 0.2): 28 attended
-features fit in D=40 (with D=20 they could not all be orthogonal, which would test
-something else)."""
-APPENDIX_E_STRONG = 5
-"""Pairs predicted to keep singular pairs of their own: the strongest H/2 (a conservative
-reading of 'the strongest')."""
-
-
-def check_appendix_e(p: Profile):
-    """The 5 strongest pairs own singular pairs; the P − H = 4 weakest, which cannot all
-    have one, share: the head still represents their features, inside the span of its
-    significant singular vectors (all principal cosines high), without a singular pair
-    of their own. A weak pair the head drops has principal cosines near 0."""
-    cfg = APPENDIX_E.replace(steps=p.appendix_e_steps)
-    I = p.seeds
-    params = train(cfg, make_instances(cfg, range(I)), desc="appendix E").params
-    analysis = analyze_params(cfg, params)
-    arrays = analysis.arrays
-    P, H = len(cfg.template), cfg.H
-    q = np.array([i for i, _, _ in cfg.template])
-    k = np.array([j for _, j, _ in cfg.template])
-    weak = slice(H, P)  # the P − H weakest
-    # Hungarian-matched |cos| of the strongest pairs, from the analysis' pairs table (a
-    # pair left without a singular index counts as 0).
-    strong_cos = [min(r["cos_query_u"], r["cos_key_v"]) if r["sv_index"] is not None else 0.0
-                  for r in analysis.pairs
-                  if (r["query_feature"], r["key_feature"]) in
-                  {(i, j) for i, j, _ in cfg.template[:APPENDIX_E_STRONG]}]
-    share_u, share_v, weak_max = [], [], []
-    for n in range(I):
-        sig = significant(arrays["qk_S"][n], DEFAULT_REL_TOL)
-        cu, cv = arrays["qk_cos_u"][n], arrays["qk_cos_v"][n]
-        kept = np.flatnonzero(sig)
-        W = params["W"][n].astype(np.float64)
-        U, _, Vt = np.linalg.svd(_omega(params, n))  # float64, for the principal angles
-        share_u.append(_principal_cos(U[:, kept], W[:, q[weak]], P - H).min())
-        share_v.append(_principal_cos(Vt[kept].T, W[:, k[weak]], P - H).min())
-        weak_max.append(float(np.minimum(cu[q[weak]][:, sig].max(1),
-                                         cv[k[weak]][:, sig].max(1)).max()))
-    rows = [row("appendix_e", f"H={H}, {P} pairs: the {APPENDIX_E_STRONG} strongest keep "
-                "their own singular pair", "|cos| = 1", min(strong_cos), ">=", 0.95, I,
-                "min over instances, pairs and sides (Hungarian-matched)"),
-            row("appendix_e", f"the {P - H} weakest share: their query features lie in the span "
-                "of the significant u_k", "principal cos = 1", min(share_u), ">=", 0.9, I,
-                "min principal cosine; best single |cos| of a weak pair per instance: "
-                + ", ".join(f"{x:.2f}" for x in weak_max)),
-            row("appendix_e", f"the {P - H} weakest share (key side, v_k)", "principal cos = 1",
-                min(share_v), ">=", 0.9, I)]
-    data = {"cos_u": arrays["qk_cos_u"][:, q], "cos_v": arrays["qk_cos_v"][:, k],
-            "S": arrays["qk_S"], "targets": np.array([v for _, _, v in cfg.template])}
-    return rows, data
-
-
-def _principal_cos(A, B, n: int):
-    """The n largest cosines of the principal angles between span(A) and span(B)
-    (float64); zeros stand in where span(A) has fewer than n dimensions."""
-    cos = np.zeros(n)
-    if A.shape[1]:
-        Qa, _ = np.linalg.qr(A)
-        Qb, _ = np.linalg.qr(B)
-        s = np.clip(np.linalg.svd(Qa.T @ Qb, compute_uv=False), 0, 1)[:n]
-        cos[:len(s)] = s
-    return cos
 
 
 # ---- singular values follow the targets ----------------------------------------------
@@ -320,25 +320,166 @@ def _principal_cos(A, B, n: int):
 TARGETS = (0.5, 1.0, 2.0, 4.0)
 
 
-def check_sigma_targets(p: Profile):
-    cfg = preset("single-pair").replace(record_points=0, steps=min(p.steps, 5000))
-    seeds = range(max(2, p.seeds // 2))
-    instances = make_instances(cfg, seeds, vary={"target_scale": list(TARGETS)})
-    params = train(cfg, instances, desc="σ against target").params
-    sigma = np.array([np.linalg.svd(_omega(params, n), compute_uv=False)[0]
-                      for n in range(len(instances))])
+def r2_through_origin(t, y) -> float:
+    """R² of the fit y = c·t (no intercept): 1 − Σ(y − ct)² / Σy²."""
+    t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
+    c = (t @ y) / (t @ t)
+    return float(1 - np.sum((y - c * t) ** 2) / np.sum(y ** 2))
+
+
+def _sigma_by_seed(instances, sigma):
     by_seed = {}
     for inst, s in zip(instances, sigma):
         by_seed.setdefault(inst.seed, []).append((inst.target_scale, s))
-    increasing = [all(b[1] > a[1] for a, b in zip(sorted(v), sorted(v)[1:]))
-                  for v in by_seed.values()]
-    detail = "; ".join(f"seed {seed}: " + ", ".join(f"{s:.2f}" for _, s in sorted(v))
-                       for seed, v in by_seed.items())
-    return [row("sigma_targets", f"σ_1 increases with the target ({', '.join(map(str, TARGETS))})",
-                "increasing", float(np.mean(increasing)), ">=", 1.0, len(instances),
-                "fraction of seeds with σ_1 strictly increasing; σ_1 per target: " + detail)], \
-        {"targets": np.array([i.target_scale for i in instances]), "sigma": sigma,
-         "seed": np.array([i.seed for i in instances])}
+    return {seed: sorted(v) for seed, v in by_seed.items()}
+
+
+def check_sigma_targets(p: Profile):
+    """Theorem 1: Ω* = s·Σ_X⁻¹ X M T M Xᵀ Σ_X⁻¹ is linear in the target scale s, so under the
+    squared-error loss σ_1 ∝ s (fixed features, one per seed, shared by its targets). The
+    paper's cross-entropy has no such law: its σ_1 is reported beside it."""
+    seeds = range(max(2, p.seeds // 2))
+    rng = np.random.default_rng(5)
+    X_seed = {seed: theory.anisotropic_features(rng, 20, 10, 0.5) for seed in seeds}
+    cfg = THEOREM_CFG.replace(steps=p.steps)
+    instances = make_instances(cfg, seeds, vary={"target_scale": list(TARGETS)})
+    params = train(cfg, instances, init={"W": np.stack([X_seed[i.seed] for i in instances])},
+                   desc="σ against target (squared error)").params
+    sigma = np.array([np.linalg.svd(_omega(params, n), compute_uv=False)[0]
+                      for n in range(len(instances))])
+    xent_cfg = preset("single-pair").replace(record_points=0, steps=min(p.steps, 5000))
+    xent_instances = make_instances(xent_cfg, seeds, vary={"target_scale": list(TARGETS)})
+    xent = train(xent_cfg, xent_instances, desc="σ against target (paper's loss)").params
+    sigma_xent = np.array([np.linalg.svd(_omega(xent, n), compute_uv=False)[0]
+                           for n in range(len(xent_instances))])
+    fits = {}
+    for name, insts, sig in (("mse", instances, sigma), ("xent", xent_instances, sigma_xent)):
+        by_seed = _sigma_by_seed(insts, sig)
+        fits[name] = ([r2_through_origin(*np.array(v).T) for v in by_seed.values()],
+                      "; ".join(f"seed {seed}: " + ", ".join(f"{s:.3g}" for _, s in v)
+                                for seed, v in by_seed.items()))
+    targets = ", ".join(map(str, TARGETS))
+    rows = [row("sigma_targets", f"σ_1 ∝ target under squared error ({targets}): R² of "
+                "σ_1 = c·target through the origin (worst seed)", "1", worst(fits["mse"][0]),
+                ">=", 0.999, len(instances), "σ_1 per target: " + fits["mse"][1]),
+            observation("sigma_targets", "paper's loss (cross-entropy, learned features): R² "
+                        "through the origin (worst seed)", worst(fits["xent"][0]),
+                        len(xent_instances), "σ_1 per target: " + fits["xent"][1])]
+    return rows, {"targets": np.array([i.target_scale for i in instances]), "sigma": sigma,
+                  "seed": np.array([i.seed for i in instances]), "sigma_xent": sigma_xent}
+
+
+# ---- more pairs than head dimensions ----------------------------------------------------
+
+RANK_H_CFG = THEOREM_CFG.replace(
+    N=24, D=16, H=4, target_scale=5.0, learning_rate=3e-2,
+    template=many_pairs(6, offset=6, high=1.0, low=0.2, spacing="geometric"))
+"""6 pairs (12 attended features), one-hot tokens, squared error, fixed features. Target
+scale 5 puts Ω*'s σ well above the head's random start (σ ≈ 0.02), which the loss only
+removes slowly along weak directions. Rate 3e-2, not 1e-2: where the optimum's σ_H and
+σ_{H+1} are close (0.041 and 0.036 in one held-out draw) the head leaves the saddle that
+holds the wrong direction slowly, and at 1e-2 it was still there after 3,000 steps
+(error 0.21; 0.10 at 5,000 steps, 0.014 at 10,000)."""
+RANK_H_SEED = 300
+"""First seed (and feature draw) of the pairs-beyond-H check. The target scale, the one
+program per (H, D) and the rate were chosen on seeds 0–3, 100–103 and 200–203 (with
+Gaussian random features); 300– were never looked at while choosing."""
+FATES = ("kept", "shared", "dropped")
+SHARE_LEVEL = 0.5
+"""|cos| on both sides above which a singular pair represents a feature pair."""
+
+
+def rank_h_features(rng, N: int, D: int) -> np.ndarray:
+    """X [D, N]: a random tight frame (Σ_X = (N/D) I, theory.anisotropic_features at ε = 0).
+    Isotropy keeps anisotropy (Theorem 2, its own check) out of this study: Ω*'s directions
+    are the features' own, so a pair reads as dropped or shared only through H and the
+    overlap of its features with others'. With 2P > D they cannot all be orthogonal."""
+    return theory.anisotropic_features(rng, N, D, 0.0)
+
+
+def pair_fates(Omega, X, Y, template, rel_tol: float = DEFAULT_REL_TOL) -> list[str]:
+    """Each pair's fate in Ω [D, D]: 'kept' if its Hungarian-matched significant singular
+    pair has |cos| >= SHARE_LEVEL on both sides; 'shared' if not, but its best significant
+    singular pair (max over k of min(|cos x_i u_k|, |cos y_j v_k|)) reaches SHARE_LEVEL and
+    is the matched pair of another, kept, pair; 'dropped' otherwise."""
+    U, S, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
+    sig = np.flatnonzero(significant(S, rel_tol))
+    xq = X[:, [i for i, _, _ in template]]
+    yk = Y[:, [j for _, j, _ in template]]
+    cu = np.abs(U[:, sig].T @ xq).T / np.linalg.norm(xq, axis=0)[:, None]  # [P, K]
+    cv = np.abs(Vt[sig] @ yk).T / np.linalg.norm(yk, axis=0)[:, None]
+    both = np.minimum(cu, cv)
+    matched = match(cu * cv) if sig.size else np.full(len(template), -1)
+    kept = [m >= 0 and both[p, m] >= SHARE_LEVEL for p, m in enumerate(matched)]
+    owners = {matched[p] for p in range(len(template)) if kept[p]}
+    fates = []
+    for p in range(len(template)):
+        best = int(np.argmax(both[p])) if sig.size else -1
+        if kept[p]:
+            fates.append("kept")
+        elif best >= 0 and both[p, best] >= SHARE_LEVEL and best in owners:
+            fates.append("shared")
+        else:
+            fates.append("dropped")
+    return fates
+
+
+def check_pairs_beyond_h(p: Profile):
+    """More pairs than H. With fixed features and the squared-error loss the loss is
+    ‖Σ_X^{1/2}(Ω − Ω*)Σ_Y^{1/2}‖_F² + const, so a rank-H head's optimum is the best rank-H
+    approximation of Ω* in that metric (closed_form.rank_h_optimum). The trained head
+    should be it; which pairs it keeps, shares or drops is then measured, not assumed,
+    over a sweep of D (12 attended features: not orthogonal for D < 12) and H."""
+    rng = np.random.default_rng(RANK_H_SEED)  # held out: see RANK_H_SEED
+    M = second_moment(RANK_H_CFG)
+    T = template_matrix(RANK_H_CFG.template, RANK_H_CFG.N)
+    errs, naive_errs, fates, where = [], [], [], []
+    for H, d in ((H, d) for H in p.rank_h_heads for d in p.rank_h_dims):
+        cfg = RANK_H_CFG.replace(H=H, D=d, steps=p.rank_h_steps)
+        X = np.stack([rank_h_features(rng, cfg.N, d) for _ in range(p.seeds)])
+        params = _fixed_head_run(cfg, X, first_seed=RANK_H_SEED)
+        for n, seed in enumerate(range(RANK_H_SEED, RANK_H_SEED + p.seeds)):
+            Sigma = theory.frame_operator(X[n], M)
+            star = theory.closed_form_omega(X[n], X[n], T, cfg.target_scale, M, M)
+            best = theory.rank_h_optimum(star, Sigma, Sigma, H)
+            # A wrong reading, for contrast: the H strongest pairs kept whole, the rest dropped.
+            strongest = theory.closed_form_omega(
+                X[n], X[n], template_matrix(cfg.template[:H], cfg.N), cfg.target_scale, M, M)
+            scale = theory.loss_metric(best, Sigma, Sigma)
+            errs.append(theory.loss_metric(_omega(params, n) - best, Sigma, Sigma) / scale)
+            naive_errs.append(theory.loss_metric(strongest - best, Sigma, Sigma) / scale)
+            fates.append([pair_fates(_omega(params, n), X[n], X[n], cfg.template),
+                          pair_fates(best, X[n], X[n], cfg.template)])
+            where.append((H, d, seed))
+    errs, naive_errs = np.array(errs), np.array(naive_errs)
+    code = np.array([[[FATES.index(f) for f in side] for side in inst] for inst in fates])
+    trained, optimum = code[:, 0], code[:, 1]
+    where = np.array(where)
+    shared_at = sorted({(int(H), int(d)) for (H, d, _), o in zip(where, optimum)
+                        if (o == FATES.index("shared")).any()})
+    counts = {f: int((optimum == i).sum()) for i, f in enumerate(FATES)}
+    P, I = len(RANK_H_CFG.template), len(where)
+    rows = [row("pairs_beyond_h", f"{P} pairs, H in {set(p.rank_h_heads)}: trained Ω = the best "
+                "rank-H approximation of Ω* in the loss metric ‖Σ^{1/2}(·)Σ^{1/2}‖_F",
+                "error 0", errs.max(), "<=", 0.05, I,
+                f"seeds {RANK_H_SEED}–{RANK_H_SEED + p.seeds - 1} (held out); max relative "
+                f"error over instances (median {np.median(errs):.3g}); the plain "
+                f"'H strongest pairs kept whole' is {naive_errs.min():.3g}–{naive_errs.max():.3g} "
+                "from it; D in " + ",".join(map(str, p.rank_h_dims))),
+            row("pairs_beyond_h", "each pair's fate (kept / shared / dropped) in the trained "
+                "head = its fate in the rank-H optimum", "all agree",
+                float((trained == optimum).mean()), ">=", 0.95, I,
+                f"fraction of {trained.size} pairs; a pair is shared when its best singular "
+                f"pair (|cos| >= {SHARE_LEVEL} both sides) is another pair's own"),
+            observation("pairs_beyond_h", "pairs shared in the rank-H optimum (fraction)",
+                        counts["shared"] / optimum.size, I,
+                        f"kept {counts['kept']}, shared {counts['shared']}, dropped "
+                        f"{counts['dropped']} of {optimum.size}; sharing at (H, D) = "
+                        + (", ".join(f"({H}, {d})" for H, d in shared_at) or "none"))]
+    data = {"H": where[:, 0], "d": where[:, 1], "seed": where[:, 2], "error": errs,
+            "strongest_h_error": naive_errs, "fate_trained": trained, "fate_optimum": optimum,
+            "targets": np.array([v for _, _, v in RANK_H_CFG.template])}
+    return rows, data
 
 
 CHECKS = {
@@ -347,8 +488,8 @@ CHECKS = {
     "anisotropy": check_anisotropy,
     "theorem3": check_orthogonalization,
     "multi_pair": check_multi_pair,
-    "appendix_e": check_appendix_e,
     "sigma_targets": check_sigma_targets,
+    "pairs_beyond_h": check_pairs_beyond_h,
 }
 
 

@@ -64,6 +64,47 @@ def sin_bound(Sigma) -> float:
     return float(eps / (1 - eps)) if eps < 0.5 else 1.0
 
 
+def condition_number(Sigma) -> float:
+    """κ = λ_max / λ_min of a symmetric positive definite Σ."""
+    lam = np.linalg.eigvalsh(np.asarray(Sigma, np.float64))
+    return float(lam[-1] / lam[0])
+
+
+def tight_sin_bound(Sigma) -> float:
+    """sin∠(Σ⁻¹ x, x) <= (κ − 1)/(κ + 1) for every x (κ = cond(Σ)): the Kantorovich
+    (Wielandt) inequality cos∠(x, Σx) >= 2√κ/(κ + 1), the same for Σ⁻¹ (same κ), and
+    attained by x ∝ √κ·e_max + e_min. Below 1 at every ε, unlike the Neumann bound."""
+    kappa = condition_number(Sigma)
+    return float((kappa - 1) / (kappa + 1))
+
+
+def psd_sqrt(Sigma, inverse: bool = False) -> np.ndarray:
+    """Σ^{1/2} (or its pseudo-inverse Σ^{+1/2}) of a symmetric PSD matrix, float64."""
+    lam, Q = np.linalg.eigh(np.asarray(Sigma, np.float64))
+    keep = lam > lam.max() * 1e-12
+    root = np.zeros_like(lam)
+    root[keep] = np.sqrt(lam[keep]) ** (-1 if inverse else 1)
+    return (Q * root) @ Q.T
+
+
+def loss_metric(Omega, Sigma_X, Sigma_Y) -> float:
+    """‖Σ_X^{1/2} Ω Σ_Y^{1/2}‖_F: the squared-error loss is ‖Σ_X^{1/2}(Ω − Ω*)Σ_Y^{1/2}‖_F²
+    plus a constant, when query and key tokens are independent (paper-notes §2)."""
+    return float(np.linalg.norm(psd_sqrt(Sigma_X) @ np.asarray(Omega, np.float64)
+                                @ psd_sqrt(Sigma_Y)))
+
+
+def rank_h_optimum(Omega_star, Sigma_X, Sigma_Y, H: int) -> np.ndarray:
+    """The best Ω of rank <= H under the squared-error loss: with A = Σ_X^{1/2},
+    B = Σ_Y^{1/2} the loss is ‖A(Ω − Ω*)B‖_F² + const, so Z = AΩB is the best rank-H
+    approximation of AΩ*B (Eckart–Young) and Ω_H = A⁺ [AΩ*B]_H B⁺. With one-hot tokens
+    A, B whiten the features: the Frobenius norm after whitening."""
+    A, B = psd_sqrt(Sigma_X), psd_sqrt(Sigma_Y)
+    U, S, Vt = np.linalg.svd(A @ np.asarray(Omega_star, np.float64) @ B)
+    Z = (U[:, :H] * S[:H]) @ Vt[:H]
+    return psd_sqrt(Sigma_X, inverse=True) @ Z @ psd_sqrt(Sigma_Y, inverse=True)
+
+
 def sin_angle(a, b) -> float:
     """sin of the angle between two lines (sign-free), from the residual of b after
     projection on a: accurate near 0, where sqrt(1 − cos²) loses half the digits."""
