@@ -14,7 +14,7 @@ from toymodels.tasks.toy import second_moment, template_matrix
 from toymodels.theory.runner import draw_figures, run_theory
 
 TINY = checks.Profile("tiny", seeds=2, steps=100, eps=(0.0, 1.72), multi_seeds=1,
-                      multi_steps=30, rank_h_steps=30, eps_steps=100, rank_h_dims=(4, 16),
+                      multi_steps=30, rank_h_steps=30, eps_steps=100, rank_h_dims=(4,),
                       rank_h_heads=(2,))
 
 
