@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing run in --out (only once the new one is done)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _checkpoint_flags(run, "the run", ".DIR.ckpt/ beside DIR", "DIR/checkpoints/",
+                      "load_run(DIR).params_at(step)")
 
     an = sub.add_parser("analyze", help="alignment metrics of a stored run, or of any "
                         "attention weights saved as arrays",
@@ -115,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ray-address", default=None,
                     help="address of an existing Ray cluster (default: start a local one)")
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _checkpoint_flags(sw, "each group", "DIR/.checkpoints/GROUP/",
+                      "DIR/checkpoints/GROUP/",
+                      "toymodels.resume.read_checkpoints(path).params_at(step)")
 
     th = sub.add_parser("theory", help="measure every prediction of the theory beside its "
                         "predicted value; table, data and figures", epilog=THEORY_EXAMPLES,
@@ -135,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checkpoint_flags(parser, what, where, kept, reader) -> None:
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="K",
+        help=f"save {what}'s training state every K steps (a multiple of chunk_steps) in "
+             f"{where}, so that the same command after a kill resumes there with the same "
+             "results; 0: never (default: every 5 minutes of training, or 10 evenly "
+             "spaced steps with --keep-checkpoints)")
+    parser.add_argument(
+        "--keep-checkpoints", action="store_true",
+        help=f"keep the checkpoints (and the last step's) in {kept} instead of removing "
+             f"them at the end; read parameters at each kept step with {reader}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -153,9 +171,25 @@ def main(argv=None) -> int:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
     except KeyboardInterrupt:  # staging folders are already gone (store.staged)
-        sys.stderr.write("toymodels: interrupted; nothing was written to the output\n")
+        sys.stderr.write("toymodels: interrupted; nothing was written to the output"
+                         f"{_resume_hint(args)}\n")
         return 130
     return 2
+
+
+def _resume_hint(args) -> str:
+    """Where an interrupted run or sweep left checkpoints to resume from."""
+    from pathlib import Path
+
+    if args.command == "run":
+        from toymodels.resume import run_checkpoint_dir
+        path = run_checkpoint_dir(args.out)
+    elif args.command == "sweep":
+        path = Path(args.out) / ".checkpoints"
+    else:
+        return ""
+    return (f" (training state in {path}: the same command resumes from it)"
+            if path.is_dir() else "")
 
 
 def _run(args) -> int:
@@ -163,10 +197,13 @@ def _run(args) -> int:
     assignments = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else [])
     cfg = apply_overrides(cfg, assignments)
     instances = make_instances(cfg, parse_seeds(args.seeds), parse_vary(args.vary))
+    from toymodels.resume import check_every
+    check_every(args.checkpoint_every, args.keep_checkpoints, cfg)
 
     from toymodels.run import run, summary_table  # imports JAX: only once input is valid
     summary = run(args.preset, cfg, instances, args.out, overwrite=args.overwrite,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                  keep_checkpoints=args.keep_checkpoints)
     print(f"{args.preset}: {len(instances)} instances, {cfg.steps} steps -> {args.out}")
     print(summary_table(summary))
     n_diverged = sum(inst["diverged_step"] is not None for inst in summary["instances"])
@@ -230,6 +267,11 @@ def _sweep(args) -> int:
     from toymodels.sweep import check_sweep_dir
 
     spec = load_spec(args.spec)  # validates every point before any work
+    if args.checkpoint_every is not None:  # a multiple of every group's chunk size
+        from toymodels.resume import check_every
+        from toymodels.sweep import plan
+        for group in plan(spec):
+            check_every(args.checkpoint_every, args.keep_checkpoints, group.cfg)
     out = Path(args.out)
     check_sweep_dir(spec, out)  # a sweep directory of this spec, or none yet
     check_creatable(out, "--out")
@@ -240,7 +282,8 @@ def _sweep(args) -> int:
             raise ConfigError("--backend ray needs Ray: pip install 'toymodels[ray]'") from None
     from toymodels.sweep import run_sweep, sweep_table
     manifest = run_sweep(spec, out, backend=args.backend, ray_address=args.ray_address,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                         keep_checkpoints=args.keep_checkpoints)
     print(f"{len(manifest['group_order'])} groups, {manifest['compiles']} compiled training "
           f"program(s) -> {out}/results.parquet")
     print(sweep_table(out))

@@ -17,6 +17,8 @@ from toymodels.families import diverged_steps
 from toymodels.analysis.alignment import HeadAnalysis, analyze
 from toymodels.divergence import (DIVERGENCE_FACTOR, mark_diverged,
                                   mask_diverged)
+from toymodels.resume import (CheckpointPlan, check_checkpoints, check_every, discard, export,
+                               identity_of, run_checkpoint_dir)
 from toymodels.store import claim, git_commit, staged, versions, write_analysis, write_json
 from toymodels.train import TrainResult, train
 
@@ -63,15 +65,28 @@ def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],
 
 
 def run(preset_name: str, cfg, instances: list, out_dir, *,
-        overwrite: bool = False, progress: bool = True) -> dict:
-    """Train, analyse and store one run in out_dir; returns its summary."""
+        overwrite: bool = False, progress: bool = True,
+        checkpoint_every: int | None = None, keep_checkpoints: bool = False) -> dict:
+    """Train, analyse and store one run in out_dir; returns its summary.
+
+    While it trains, its state is saved every checkpoint_every steps (a multiple of
+    chunk_steps; None: every resume.CHECKPOINT_SECONDS; 0: never) in `.<out>.ckpt/` beside
+    out_dir, and the same call after a kill resumes from there to the same results. The
+    checkpoints go once the run is stored; keep_checkpoints keeps them (about 10, or one
+    every checkpoint_every steps, and the last) in out_dir/checkpoints, read by
+    load_run(out_dir).params_at(step). Checkpoints of another run there are refused
+    (RunDirError) unless overwrite, which discards them."""
+    check_every(checkpoint_every, keep_checkpoints, cfg)
     with claim(out_dir, overwrite) as out:  # checks and locks out_dir before any work
-        return _train_and_store(preset_name, cfg, instances, out, overwrite, progress)
+        plan = CheckpointPlan(run_checkpoint_dir(out), identity_of(preset_name, cfg, instances),
+                              every=checkpoint_every, keep=keep_checkpoints)
+        check_checkpoints(plan, overwrite)
+        return _train_and_store(preset_name, cfg, instances, out, overwrite, progress, plan)
 
 
-def _train_and_store(preset_name, cfg, instances, out, overwrite, progress) -> dict:
+def _train_and_store(preset_name, cfg, instances, out, overwrite, progress, plan=None) -> dict:
     t0 = time.perf_counter()
-    result = train(cfg, instances, progress=progress, desc=preset_name)
+    result = train(cfg, instances, progress=progress, desc=preset_name, checkpoints=plan)
     train_s = time.perf_counter() - t0
     diverged = diverged_steps(cfg, result.curves, instances)
     if is_transformer(cfg):
@@ -103,6 +118,10 @@ def _train_and_store(preset_name, cfg, instances, out, overwrite, progress) -> d
         else:
             from toymodels.plots import plot_alignment
             plot_alignment(staging, staging / "alignment.png")
+        if plan is not None and plan.keep:
+            export(plan, staging / "checkpoints")
+    if plan is not None:  # only now that the results are in place
+        discard(plan)
     return summary
 
 

@@ -5,6 +5,8 @@
   DIR/curves.npz     per-step losses recon, attn [I, steps]
   DIR/analysis.npz   singular_values [I, K], cos_u, cos_v [I, N, K]
   DIR/alignment.png  figure drawn from the files above
+  DIR/checkpoints/   with --keep-checkpoints: the training state at kept steps (resume.py),
+                     read by load_run(DIR).params_at(step)
 
 A run is staged in a sibling folder and renamed into place, so an interrupted
 or failed run never leaves a half-written DIR, and an existing run is only
@@ -273,6 +275,27 @@ class LoadedRun:
     analysis: dict[str, np.ndarray]
     dynamics: dict[str, np.ndarray] | None = None
     """Metrics recorded during training (if the run recorded any): 'steps' [R], ... [I, R, ...]."""
+    run_dir: Path | None = None
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """Steps at which the run kept its training state (--keep-checkpoints), ascending;
+        [] if it kept none."""
+        if self.run_dir is None or not (self.run_dir / "checkpoints").is_dir():
+            return []
+        return self._checkpoints().steps
+
+    def params_at(self, step: int) -> dict[str, np.ndarray]:
+        """Parameters after `step` training steps, from a kept checkpoint, named and shaped
+        as params (W [I, D, N], ...). RunDirError if that step was not kept or its files
+        are damaged."""
+        return self._checkpoints().params_at(step)
+
+    def _checkpoints(self):
+        from toymodels.resume import read_checkpoints
+        if self.run_dir is None:
+            raise RunDirError("this run was not read from a directory: it has no checkpoints")
+        return read_checkpoints(self.run_dir / "checkpoints")
 
 
 def read_json(path: Path, what: str = "toymodels") -> dict:
@@ -307,7 +330,11 @@ def _load_npz(path: Path, required=()) -> dict[str, np.ndarray]:
 
 def load_run(run_dir) -> LoadedRun:
     """Read a run directory back: config, summary, parameters, loss curves, analysis arrays.
-    A missing, truncated or malformed file raises RunDirError naming it."""
+    A missing, truncated or malformed file raises RunDirError naming it.
+
+    A run made with --keep-checkpoints also gives its parameters during training:
+    `load_run(d).checkpoint_steps` lists the kept steps, `load_run(d).params_at(step)`
+    returns {name: [I, ...]} after that many steps (the last kept step is the final one)."""
     run_dir = Path(run_dir)
     missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
     if missing:
@@ -326,7 +353,8 @@ def load_run(run_dir) -> LoadedRun:
                      curves=_load_npz(run_dir / "curves.npz", required["curves"]),
                      analysis=_load_npz(run_dir / "analysis.npz"),
                      dynamics=_load_npz(run_dir / "dynamics.npz")
-                     if (run_dir / "dynamics.npz").exists() else None)
+                     if (run_dir / "dynamics.npz").exists() else None,
+                     run_dir=run_dir)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

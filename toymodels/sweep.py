@@ -11,14 +11,18 @@ and train as one vmapped program; N, D, H, m and the other fields split groups.
   DIR/pairs.parquet              every group's pair rows
   DIR/manifest.json              spec and its hash, versions, git commit, per-group time
                                  and compiles
+  DIR/.checkpoints/<id>/         a group's training state while it trains (resume.py)
+  DIR/checkpoints/<id>/          kept after it, with --keep-checkpoints
 
-Rerunning a sweep skips groups whose file exists, so a killed sweep resumes with
-no lost or duplicated rows. A sweep directory belongs to one spec: another spec into
+Rerunning a sweep skips groups whose file exists, and a group that was training
+continues from its last checkpoint, so a killed sweep resumes with no lost or
+duplicated rows and the same numbers. A sweep directory belongs to one spec: another spec into
 it is refused (RunDirError), and one process at a time writes it (store.claim). An instance whose loss becomes NaN, inf or explodes
 (see DIVERGENCE_FACTOR) is marked diverged with its step, and its metrics are null;
 instances never interact, so the rest of its program is unaffected.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -218,15 +222,17 @@ def group_points(points) -> list[Group]:
 CONFIG_COLUMNS = [n for n in field_names() if n != "template"]
 
 
-def run_group(group: Group, progress: bool = True) -> dict:
-    """Train and analyse one group; returns its rows, pair rows and statistics."""
+def run_group(group: Group, progress: bool = True, checkpoints=None) -> dict:
+    """Train and analyse one group; returns its rows, pair rows and statistics.
+    checkpoints: a resume.CheckpointPlan (train resumes from it and saves there)."""
     from toymodels.families import diverged_steps
     from toymodels.train import make_chunk_fn, train
 
     chunk_fn, _ = make_chunk_fn(group.cfg)
     compiled_before = chunk_fn._cache_size()
     t0 = time.perf_counter()
-    result = train(group.cfg, group.instances, progress=progress, desc=f"group {group.id}")
+    result = train(group.cfg, group.instances, progress=progress, desc=f"group {group.id}",
+                   checkpoints=checkpoints)
     train_seconds = time.perf_counter() - t0
     diverged_at = diverged_steps(group.cfg, result.curves, group.instances)
     params = mask_diverged(result.params, diverged_at)  # a diverged head is not analysed
@@ -279,14 +285,25 @@ def _cell(value):
 
 
 def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=None,
-              progress: bool = True) -> dict:
-    """Run every group not yet stored in out_dir, then assemble the tables."""
+              progress: bool = True, checkpoint_every: int | None = None,
+              keep_checkpoints: bool = False) -> dict:
+    """Run every group not yet stored in out_dir, then assemble the tables.
+
+    A group saves its training state every checkpoint_every steps (None: every
+    resume.CHECKPOINT_SECONDS; 0: never) in out_dir/.checkpoints/<group id>/, so a rerun
+    resumes a killed group where it stopped; its checkpoints go when its rows are stored,
+    or move to out_dir/checkpoints/<group id>/ with keep_checkpoints (read them with
+    resume.read_checkpoints)."""
+    from toymodels.resume import check_every
     from toymodels.store import claim
 
     groups = plan(spec)
+    for group in groups:
+        check_every(checkpoint_every, keep_checkpoints, group.cfg)
     # Groups land in the directory one by one, so it is locked for the whole sweep.
     with claim(out_dir, overwrite=True, marker="manifest.json") as out:
-        return _run_groups(spec, groups, out, backend, ray_address, progress)
+        return _run_groups(spec, groups, out, backend, ray_address, progress,
+                           checkpoint_every, keep_checkpoints)
 
 
 def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
@@ -312,23 +329,30 @@ def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
     return manifest
 
 
-def _run_groups(spec, groups, out: Path, backend, ray_address, progress) -> dict:
+def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
+                checkpoint_every=None, keep_checkpoints=False) -> dict:
+    from toymodels.resume import check_checkpoints
     from toymodels.store import git_commit, versions, write_json
 
     manifest = check_sweep_dir(spec, out)
     stats = manifest.get("groups", {})
     manifest_path = out / "manifest.json"
+    todo = [g for g in groups if not (out / "groups" / f"{g.id}.parquet").exists()]
+    plans = {g.id: group_checkpoints(out, g, checkpoint_every, keep_checkpoints) for g in todo}
+    for p in plans.values():  # before any work
+        check_checkpoints(p, what=f"--out {out}",
+                          remedy="delete that folder to train the group from step 0")
     (out / "groups").mkdir(parents=True, exist_ok=True)
     # The spec is recorded before the first group, so a killed sweep's directory says
     # which spec it belongs to.
     _atomic(manifest_path, lambda p: write_json(p, _manifest(spec, groups, stats)))
-    todo = [g for g in groups if not (out / "groups" / f"{g.id}.parquet").exists()]
     if backend == "ray":
-        results = _run_ray(todo, ray_address)
+        results = _run_ray(todo, ray_address, plans)
     else:
-        results = (run_group(g, progress) for g in todo)
+        results = (run_group(g, progress, plans[g.id]) for g in todo)
     for group, result in zip(todo, results):
         _write_group(out, group, result)
+        _settle_checkpoints(out, group.id, keep_checkpoints)
         stats[group.id] = {"config": group.cfg.to_dict(), "instances": len(group.instances),
                            "seconds": result["seconds"], "train_seconds": result["train_seconds"],
                            "compiles": result["compiles"]}
@@ -338,8 +362,34 @@ def _run_groups(spec, groups, out: Path, backend, ray_address, progress) -> dict
     manifest = _manifest(spec, groups, stats) | {"versions": versions(),
                                                   "git_commit": git_commit()}
     _atomic(manifest_path, lambda p: write_json(p, manifest))
+    for group in groups:  # those a killed sweep stored but had not tidied
+        _settle_checkpoints(out, group.id, keep_checkpoints)
+    with contextlib.suppress(OSError):
+        (out / ".checkpoints").rmdir()  # only if empty
     _assemble(out, groups)
     return manifest
+
+
+def group_checkpoints(out: Path, group: Group, every=None, keep=False):
+    """Where and how a group of the sweep in out saves its training state."""
+    from toymodels.resume import CheckpointPlan, identity_of
+    return CheckpointPlan(out.absolute() / ".checkpoints" / group.id,
+                          identity_of(None, group.cfg, group.instances), every=every, keep=keep)
+
+
+def _settle_checkpoints(out: Path, group_id: str, keep: bool) -> None:
+    """A stored group's checkpoints: moved to out/checkpoints/<id>/ (keep), else removed."""
+    import shutil
+
+    path = out / ".checkpoints" / group_id
+    if not path.exists():
+        return
+    if keep:
+        (out / "checkpoints").mkdir(exist_ok=True)
+        shutil.rmtree(out / "checkpoints" / group_id, ignore_errors=True)
+        os.rename(path, out / "checkpoints" / group_id)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _manifest(spec, groups, stats):
@@ -376,7 +426,7 @@ def _assemble(out: Path, groups: list[Group]):
         _atomic(out / f"{name}.parquet", lambda p: pq.write_table(table, p))
 
 
-def _run_ray(groups: list[Group], address):
+def _run_ray(groups: list[Group], address, plans: dict):
     """Each group as a Ray task, one accelerator each where the cluster has any."""
     import ray
 
@@ -384,7 +434,7 @@ def _run_ray(groups: list[Group], address):
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus)(run_group)
-    refs = [task.remote(g, False) for g in groups]
+    refs = [task.remote(g, False, plans[g.id]) for g in groups]
     for ref in refs:  # in spec order, so the manifest and files follow it
         yield ray.get(ref)
 

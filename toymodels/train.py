@@ -10,7 +10,9 @@ Shapes:
 One jit-compiled program advances every instance by S steps. An instance's
 data at step t is sample_batch(fold_in(data_key, t)), and its parameters
 start from its own init key, so its result depends on its seed and settings
-only, never on its position in the batch or on the chunk size.
+only, never on its position in the batch or on the chunk size. It is also why a run
+can stop between two chunks and continue later (train(checkpoints=...), resume.py):
+the state restored exactly, the steps that follow are the same.
 """
 
 import functools
@@ -25,7 +27,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from toymodels.dynamics import record_steps
-from toymodels.errors import ConfigError
+from toymodels.errors import ConfigError, RunDirError
 from toymodels.families import family_of
 
 
@@ -182,12 +184,16 @@ def shard_instances(tree):
 
 
 def train(cfg, instances: list, *, progress: bool = True,
-          desc: str = "train", init: dict | None = None) -> TrainResult:
+          desc: str = "train", init: dict | None = None,
+          checkpoints=None) -> TrainResult:
     """Train every instance for cfg.steps steps as one compiled program.
 
     init: optional starting values by parameter name, each [I, ...] (e.g. fixed
     features W [I, D, N] with cfg.train_features=False); the rest start from the seed
-    (or from the family's host_init, e.g. a transformer's fixed embedding frame)."""
+    (or from the family's host_init, e.g. a transformer's fixed embedding frame).
+    checkpoints: a resume.CheckpointPlan: continue from its latest good checkpoint (the
+    result is the uninterrupted run's, bit for bit) and save the state at chunk
+    boundaries as it says."""
     chunk_fn, init_opt = make_chunk_fn(cfg)
     n_real = len(instances)
     init = {**family_of(cfg).host_init(cfg, instances), **(init or {})}
@@ -204,9 +210,6 @@ def train(cfg, instances: list, *, progress: bool = True,
                               f"got {value.shape}")
         pad = np.repeat(value[-1:], len(instances) - n_real, axis=0)
         state[name].set_value(jnp.asarray(np.concatenate([value, pad])))
-    state = shard_instances(state)
-    opt_state = init_opt(state)
-    hp = shard_instances(_instance_hparams(cfg, instances))
 
     chunk = min(cfg.chunk_steps, cfg.steps)
     padded_steps = -(-cfg.steps // chunk) * chunk
@@ -215,33 +218,127 @@ def train(cfg, instances: list, *, progress: bool = True,
     active = all_steps < cfg.steps
     record_mask = np.isin(all_steps + 1, recorded) & active
     curve_chunks, metric_chunks = [], []
-    bar = tqdm(total=cfg.steps, desc=f"{desc} ({n_real} instances)",
+    session = _checkpoint_session(checkpoints, cfg)
+    resumed = None
+    if session is not None:
+        resumed = session.restore(
+            *_expected_state(state, init_opt, n_real), n_real,
+            lambda s: int(np.count_nonzero(recorded <= s)))
+    if resumed is None:
+        state = shard_instances(state)
+        opt_state = init_opt(state)
+        first = 0
+    else:
+        state, opt_state = _restored_state(state, init_opt, resumed, len(instances))
+        curve_chunks.append(resumed.curves)
+        if resumed.metrics:
+            metric_chunks.append(resumed.metrics)
+        first = resumed.step
+        _note(f"resuming from step {first} of {cfg.steps} (checkpoint in "
+              f"{checkpoints.path})")
+    hp = shard_instances(_instance_hparams(cfg, instances))
+
+    bar = tqdm(total=cfg.steps, initial=first, desc=f"{desc} ({n_real} instances)",
                unit="step", disable=None if progress else True)  # None: off when not a terminal
-    start = 0
-    for start in range(0, padded_steps, chunk):
-        window = slice(start, start + chunk)
-        step_ids = jnp.arange(start, start + chunk, dtype=jnp.uint32)
-        state, opt_state, out = chunk_fn(state, opt_state, hp, step_ids,
-                                         jnp.asarray(active[window]),
-                                         jnp.asarray(record_mask[window]))
-        keep = active[window]
-        metrics = out.pop("metrics", None)
-        curve_chunks.append({k: np.asarray(v)[:n_real, keep]  # waits for the chunk
-                             for k, v in out.items()})
-        if metrics is not None and record_mask[window].any():
-            metric_chunks.append({k: np.asarray(v)[:n_real, record_mask[window]]
-                                  for k, v in metrics.items()})
-        with np.errstate(invalid="ignore"):
-            bar.set_postfix({k: f"{np.nanmean(v[:, -1]):.4f}"
-                             for k, v in curve_chunks[-1].items()})
-        bar.update(int(keep.sum()))
-    bar.close()
+    try:
+        for start in range(first, padded_steps, chunk):
+            window = slice(start, start + chunk)
+            step_ids = jnp.arange(start, start + chunk, dtype=jnp.uint32)
+            state, opt_state, out = chunk_fn(state, opt_state, hp, step_ids,
+                                             jnp.asarray(active[window]),
+                                             jnp.asarray(record_mask[window]))
+            keep = active[window]
+            metrics = out.pop("metrics", None)
+            curve_chunks.append({k: np.asarray(v)[:n_real, keep]  # waits for the chunk
+                                 for k, v in out.items()})
+            if metrics is not None and record_mask[window].any():
+                metric_chunks.append({k: np.asarray(v)[:n_real, record_mask[window]]
+                                      for k, v in metrics.items()})
+            if resumed is not None and start == first:
+                _check_curves(resumed.curves, curve_chunks[-1], checkpoints.path)
+            with np.errstate(invalid="ignore"):
+                bar.set_postfix({k: f"{np.nanmean(v[:, -1]):.4f}"
+                                 for k, v in curve_chunks[-1].items()})
+            bar.update(int(keep.sum()))
+            done = min(start + chunk, cfg.steps)
+            if session is not None and session.due(done, last=done == cfg.steps):
+                curve_chunks[:] = [_joined(curve_chunks)]  # each save needs them whole
+                metric_chunks[:] = [_joined(metric_chunks)] if metric_chunks else []
+                session.save(done, _host_state(state, opt_state, n_real, curve_chunks[0],
+                                               metric_chunks[0] if metric_chunks else None))
+    finally:
+        bar.close()
+        if session is not None:
+            session.close()
 
     params = {name: np.asarray(value)[:n_real]
               for name, value in nnx.to_pure_dict(state).items()}
-    curves = {k: np.concatenate([c[k] for c in curve_chunks], axis=1) for k in curve_chunks[0]}
+    curves = _joined(curve_chunks)
     dynamics = None
     if cfg.record_points:
-        dynamics = {"steps": recorded, **{k: np.concatenate([c[k] for c in metric_chunks], 1)
-                                          for k in metric_chunks[0]}}
+        dynamics = {"steps": recorded, **_joined(metric_chunks)}
     return TrainResult(params=params, curves=curves, dynamics=dynamics)
+
+
+# ---- checkpoints (resume.py) -------------------------------------------------------
+
+
+def _checkpoint_session(plan, cfg):
+    if plan is None:
+        return None
+    from toymodels.resume import Session, check_every
+    check_every(plan.every, plan.keep, cfg, "checkpoint every")
+    return Session(plan, cfg)
+
+
+def _note(message: str) -> None:
+    from toymodels.resume import note
+    note(message)
+
+
+def _check_curves(restored: dict, new: dict, path) -> None:
+    if set(restored) != set(new):
+        raise RunDirError(f"the checkpoint in {path} holds curves {sorted(restored)}, this "
+                          f"code records {sorted(new)}; delete it to start from step 0")
+
+
+def _joined(chunks: list[dict]) -> dict:
+    """Chunks of {name: [I, k, ...]} joined along their step axis."""
+    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]}
+
+
+def _expected_state(state, init_opt, n_real):
+    """(params {name: (shape, dtype)}, optimizer leaves [(shape, dtype)]) with the
+    instance axis n_real: what a checkpoint of this run must hold."""
+    def spec(x):
+        return (n_real,) + tuple(x.shape[1:]), np.dtype(x.dtype)
+    params = {k: spec(v) for k, v in nnx.to_pure_dict(state).items()}
+    opt = [spec(x) for x in jax.tree.leaves(jax.eval_shape(init_opt, state))]
+    return params, opt
+
+
+def _padded(x, n: int) -> np.ndarray:
+    """[I_real, ...] -> [n, ...], repeating the last instance as pad_to_devices does."""
+    x = np.asarray(x)
+    return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
+
+
+def _restored_state(state, init_opt, resumed, n: int):
+    """Model and optimizer state (sharded) from a checkpoint's host arrays."""
+    nnx.replace_by_pure_dict(state, {k: jnp.asarray(_padded(v, n))
+                                     for k, v in resumed.params.items()})
+    treedef = jax.tree.structure(jax.eval_shape(init_opt, state))
+    opt_state = jax.tree.unflatten(treedef, [jnp.asarray(_padded(v, n))
+                                             for v in resumed.opt_leaves])
+    return shard_instances(state), shard_instances(opt_state)
+
+
+def _host_state(state, opt_state, n_real, curves, metrics) -> dict:
+    """The training state as host arrays of the real instances (resume.py's layout)."""
+    tree = {"params": {k: np.asarray(v)[:n_real] for k, v in nnx.to_pure_dict(state).items()},
+            "opt_state": {f"{i:05d}": np.asarray(x)[:n_real]
+                          for i, x in enumerate(jax.tree.leaves(opt_state))},
+            "curves": curves}
+    if metrics:
+        tree["metrics"] = metrics
+    return tree
