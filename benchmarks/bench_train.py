@@ -1,11 +1,16 @@
 """Training throughput against the number of vmapped instances, in one process.
 
-Compiles each instance count once (warm-up), then times whole train() calls,
-which return host arrays (so the device work is finished). Prints ms per step and instance-steps per second, and the
-ratio of throughput to the 1-instance baseline measured in the same run.
+Compiles each instance count once (warm-up), then times whole train() calls, which
+return host arrays (so the device work is finished). Prints ms per step, instance-steps
+per second, the ratio to the 1-instance throughput and per-instance cost against 1.
+
+--against torch also times the same math as a plain batched PyTorch loop
+(benchmarks/torch_toy.py: instances in one tensor, torch.optim.AdamW), in interleaved
+rounds (jax, torch, jax, torch, ...) so that load on the machine hits both alike, and
+prints the ratio of best times. torch comes from the optional `bench` extra.
 
 usage: python benchmarks/bench_train.py [--preset single-pair] [--instances 1,16,64,256]
-                                        [--steps 500] [--repeats 3]
+                                        [--steps 500] [--repeats 3] [--against torch]
 """
 
 import argparse
@@ -17,16 +22,30 @@ from toymodels.config import make_instances, preset
 from toymodels.train import train
 
 
-def time_instances(cfg, n_instances: int, repeats: int) -> float:
-    """Best wall seconds of train() for n_instances instances (compiled beforehand)."""
+def jax_timer(cfg, n_instances: int):
     instances = make_instances(cfg, range(n_instances))
     train(cfg, instances, progress=False)  # compiles; the program is cached for the reruns
-    best = float("inf")
-    for _ in range(repeats):
+
+    def run():
         t0 = time.perf_counter()
         train(cfg, instances, progress=False)  # returns host arrays: the work is done
-        best = min(best, time.perf_counter() - t0)
-    return best
+        return time.perf_counter() - t0
+    return run
+
+
+def torch_timer(cfg, n_instances: int):
+    import torch
+
+    from torch_toy import TorchToy
+
+    model = TorchToy(cfg, n_instances)
+    model.train(2)  # warm-up: allocator and kernels
+
+    def run():
+        t0 = time.perf_counter()
+        model.train(cfg.steps)
+        return time.perf_counter() - t0
+    return run
 
 
 def main():
@@ -35,21 +54,39 @@ def main():
     parser.add_argument("--instances", default="1,16,64,256")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", choices=["torch"], default=None)
     args = parser.parse_args()
     counts = [int(n) for n in args.instances.split(",")]
     cfg = preset(args.preset).replace(steps=args.steps, chunk_steps=args.steps,
                                       record_points=0)
-    print(f"{args.preset}: N={cfg.N} D={cfg.D} H={cfg.H} m={cfg.m} batch={cfg.batch_size}, "
-          f"{args.steps} steps per timing, best of {args.repeats}, "
-          f"device {jax.devices()[0].platform}")
-    print(f"{'instances':>9} {'ms/step':>9} {'inst-steps/s':>13} {'vs 1 instance':>14}")
+    if args.against and not hasattr(cfg, "template"):
+        parser.error("--against torch times the toy model only (a toy preset)")
+    print(f"{args.preset}: N={cfg.N} D={cfg.D} H={getattr(cfg, 'H', '-')} "
+          f"m={getattr(cfg, 'm', '-')} batch={cfg.batch_size}, {args.steps} steps per timing, "
+          f"best of {args.repeats}, device {jax.devices()[0].platform}")
+    head = f"{'instances':>9} {'ms/step':>9} {'inst-steps/s':>13} {'vs 1 instance':>14}"
+    if args.against:
+        import torch
+        head += f" {'torch inst-steps/s':>19} {'jax/torch':>10}"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(head)
     base = None
     for n in counts:
-        seconds = time_instances(cfg, n, args.repeats)
-        throughput = n * args.steps / seconds
+        timers = {"jax": jax_timer(cfg, n)}
+        if args.against:
+            timers["torch"] = torch_timer(cfg, n)
+        best = {name: float("inf") for name in timers}
+        for _ in range(args.repeats):  # interleaved rounds
+            for name, timer in timers.items():
+                best[name] = min(best[name], timer())
+        throughput = n * args.steps / best["jax"]
         base = base or throughput
-        print(f"{n:>9} {1e3 * seconds / args.steps:>9.2f} {throughput:>13.0f} "
-              f"{throughput / base:>13.2f}x")
+        line = (f"{n:>9} {1e3 * best['jax'] / args.steps:>9.2f} {throughput:>13.0f} "
+                f"{throughput / base:>13.2f}x")
+        if args.against:
+            t_tp = n * args.steps / best["torch"]
+            line += f" {t_tp:>19.0f} {throughput / t_tp:>9.2f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""The toy model's training step as a plain batched PyTorch loop: the baseline that
+`bench_train.py --against torch` times. Not part of the package (torch is an optional
+`bench` extra); the same math as toymodels (models/toy.py, tasks/toy.py):
+
+  I instances (one leading axis of every tensor)   B batch   m keys   N features   D, H
+  f [I, B, m+1, N]   sparse tokens: feature active with prob p, magnitude U[0, 1]
+  r = f Wᵀ; recon = ReLU(r W + b); L_recon = mean over tokens of Σ_i I_i (f − recon)²
+  ℓ = (W_Q r_q)·(W_K r_j); targets s·f_qᵀ T f_j; L_attn = KL(softmax targets ‖ softmax ℓ)
+  loss = L_recon + λ L_attn per instance, summed over instances (their gradients are
+  independent), AdamW with the config's rate and decoupled weight decay.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+
+class TorchToy:
+    def __init__(self, cfg, n_instances: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        I, N, D, H = n_instances, cfg.N, cfg.D, cfg.H
+        self.cfg, self.I = cfg, I
+        head_std = cfg.init_scale / math.sqrt(D)
+        self.W = (torch.randn(I, D, N, generator=g) * math.sqrt(2 / (D + N))).requires_grad_()
+        self.b = torch.zeros(I, 1, 1, N, requires_grad=True)
+        self.W_Q = (torch.randn(I, H, D, generator=g) * head_std).requires_grad_()
+        self.W_K = (torch.randn(I, H, D, generator=g) * head_std).requires_grad_()
+        T = np.zeros((N, N), np.float32)
+        for i, j, v in cfg.template:
+            T[i, j] = v
+        self.T = torch.from_numpy(T)
+        self.importance = torch.tensor(cfg.importance_decay ** np.arange(N), dtype=torch.float32)
+        self.p = torch.tensor(cfg.p_active_vector, dtype=torch.float32)
+        self.opt = torch.optim.AdamW([self.W, self.b, self.W_Q, self.W_K], lr=cfg.learning_rate,
+                                     weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(seed + 1)
+
+    def step(self):
+        cfg, I = self.cfg, self.I
+        shape = (I, cfg.batch_size, cfg.m + 1, cfg.N)
+        on = torch.rand(shape, generator=self.gen) < self.p
+        f = torch.where(on, torch.rand(shape, generator=self.gen), 0.0)  # [I, B, m+1, N]
+        r = torch.einsum("ibtn,idn->ibtd", f, self.W)
+        recon = torch.relu(torch.einsum("ibtd,idn->ibtn", r, self.W) + self.b)
+        l_recon = (((f - recon) ** 2) @ self.importance).mean(dim=(1, 2))  # [I]
+        q = torch.einsum("ibd,ihd->ibh", r[:, :, 0], self.W_Q)
+        k = torch.einsum("ibjd,ihd->ibjh", r[:, :, 1:], self.W_K)
+        logits = torch.einsum("ibh,ibjh->ibj", q, k)
+        targets = cfg.target_scale * torch.einsum("ibn,nk,ibjk->ibj", f[:, :, 0], self.T,
+                                                  f[:, :, 1:])
+        p_t = torch.softmax(targets, -1)
+        kl = (p_t * (torch.log_softmax(targets, -1) - torch.log_softmax(logits, -1))).sum(-1)
+        loss = (l_recon + cfg.lam * kl.mean(dim=1)).sum()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return l_recon.detach()
+
+    def train(self, steps: int):
+        """steps steps; the per-step reconstruction curve [I, steps] like toymodels'."""
+        return torch.stack([self.step() for _ in range(steps)], 1).numpy()
