@@ -23,7 +23,7 @@ def sample_features(key, p_active, shape) -> jax.Array:
 
 def _fast_threefry():
     """Threefry in its non-partitionable layout while tracing the draws: on the CPU it
-    draws the same number of bits 2.5x faster (17.7 against 46.8 ms a step for 64
+    draws the same number of bits 2.6x faster (17.7 against 46.8 ms a step for 64
     instances of the single-pair preset's tokens, benchmarks/bench_train.py). Values are
     still a pure function of the key, the same alone or vmapped with other instances;
     only the stream differs from the default layout. Scoped, so callers' own JAX code
