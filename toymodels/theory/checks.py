@@ -19,8 +19,7 @@ import numpy as np
 from toymodels.theory import closed_form as theory
 from toymodels.config import ToyConfig, make_instances, many_pairs, preset
 from toymodels.tasks.toy import second_moment, template_matrix
-from toymodels.analysis.alignment import match
-from toymodels.analysis.svd import DEFAULT_REL_TOL, significant
+from toymodels.theory.fates import FATES, SHARE_LEVEL, pair_fates
 from toymodels.run import analyze_params
 from toymodels.train import train
 
@@ -384,44 +383,12 @@ RANK_H_SEED = 300
 """First seed (and feature draw) of the pairs-beyond-H check. The target scale, the one
 program per (H, D) and the rate were chosen on seeds 0–3, 100–103 and 200–203 (with
 Gaussian random features); 300– were never looked at while choosing."""
-FATES = ("kept", "shared", "dropped")
-SHARE_LEVEL = 0.5
-"""|cos| on both sides above which a singular pair represents a feature pair."""
-
-
 def rank_h_features(rng, N: int, D: int) -> np.ndarray:
     """X [D, N]: a random tight frame (Σ_X = (N/D) I, theory.anisotropic_features at ε = 0).
     Isotropy keeps anisotropy (Theorem 2, its own check) out of this study: Ω*'s directions
     are the features' own, so a pair reads as dropped or shared only through H and the
     overlap of its features with others'. With 2P > D they cannot all be orthogonal."""
     return theory.anisotropic_features(rng, N, D, 0.0)
-
-
-def pair_fates(Omega, X, Y, template, rel_tol: float = DEFAULT_REL_TOL) -> list[str]:
-    """Each pair's fate in Ω [D, D]: 'kept' if its Hungarian-matched significant singular
-    pair has |cos| >= SHARE_LEVEL on both sides; 'shared' if not, but its best significant
-    singular pair (max over k of min(|cos x_i u_k|, |cos y_j v_k|)) reaches SHARE_LEVEL and
-    is the matched pair of another, kept, pair; 'dropped' otherwise."""
-    U, S, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
-    sig = np.flatnonzero(significant(S, rel_tol))
-    xq = X[:, [i for i, _, _ in template]]
-    yk = Y[:, [j for _, j, _ in template]]
-    cu = np.abs(U[:, sig].T @ xq).T / np.linalg.norm(xq, axis=0)[:, None]  # [P, K]
-    cv = np.abs(Vt[sig] @ yk).T / np.linalg.norm(yk, axis=0)[:, None]
-    both = np.minimum(cu, cv)
-    matched = match(cu * cv) if sig.size else np.full(len(template), -1)
-    kept = [m >= 0 and both[p, m] >= SHARE_LEVEL for p, m in enumerate(matched)]
-    owners = {matched[p] for p in range(len(template)) if kept[p]}
-    fates = []
-    for p in range(len(template)):
-        best = int(np.argmax(both[p])) if sig.size else -1
-        if kept[p]:
-            fates.append("kept")
-        elif best >= 0 and both[p, best] >= SHARE_LEVEL and best in owners:
-            fates.append("shared")
-        else:
-            fates.append("dropped")
-    return fates
 
 
 def check_pairs_beyond_h(p: Profile):
