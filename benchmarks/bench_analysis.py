@@ -51,7 +51,8 @@ def numpy_loop(W, W_Q, W_K, seed=0):
             P = min(len(feats), K)
             head[f"principal_cos_{side}"] = np.linalg.svd(
                 q_f.T @ (vecs[:, :P] * sig[:P]), compute_uv=False)[:P]
-        rows.append(_head_rows(head, TEMPLATE, query_set, key_set, W.shape[1])[0])
+        dead = np.zeros(W.shape[1], bool)  # the benchmark's features are all alive
+        rows.append(_head_rows(head, TEMPLATE, query_set, key_set, dead)[0])
     return rows
 
 
