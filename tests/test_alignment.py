@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels.errors import AnalysisInputError
-from toymodels.analysis.alignment import analyze, match, set_metrics
+from toymodels.analysis.alignment import analyze
+from toymodels.analysis.head_rows import match, set_metrics
 
 
 def orthonormal(rng, D, n):

@@ -155,6 +155,11 @@ def _checkpoint_flags(parser, what, where, kept, reader) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from toymodels.blas import one_blas_thread  # imports SciPy: only once the command parses
+    return one_blas_thread(_dispatch)(args)
+
+
+def _dispatch(args) -> int:
     try:
         if args.command == "run":
             return _run(args)

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flax import nnx
 from tqdm.auto import tqdm
 
+from toymodels.blas import one_blas_thread
 from toymodels.dynamics import record_steps
 from toymodels.errors import ConfigError, RunDirError
 from toymodels.families import family_of
@@ -183,6 +184,7 @@ def shard_instances(tree):
     return jax.device_put(tree, sharding)
 
 
+@one_blas_thread
 def train(cfg, instances: list, *, progress: bool = True,
           desc: str = "train", init: dict | None = None,
           checkpoints=None) -> TrainResult:

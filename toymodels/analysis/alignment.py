@@ -1,8 +1,8 @@
 """The alignment metrics of every head, as tidy tables (paper-notes §4).
 
 `analyze` runs the jit-compiled core of svd.py once per circuit over all
-heads, then does the host-side part: Hungarian assignments (scipy), summaries
-and rows. Tables:
+heads, then the host-side part over all heads at once (batched_rows.py: assignments,
+summaries and rows; head_rows.py defines them one head at a time). Tables:
 
   heads    one row per (head, circuit): spectrum, significance, pair-alignment
            summaries, MMCS and Hungarian-mean |cos| of feature sets, principal
@@ -38,10 +38,10 @@ import operator
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.stats import spearmanr
 
+from toymodels.analysis.batched_rows import table_rows
 from toymodels.analysis.svd import DEFAULT_REL_TOL, circuit_core, feature_geometry
+from toymodels.blas import one_blas_thread
 from toymodels.config import check_template
 from toymodels.errors import AnalysisInputError, ConfigError
 
@@ -118,6 +118,7 @@ def _check(W, factors):
                                      f"{arr.shape[d_axis]}, but the features are [{D}, {N}]")
 
 
+@one_blas_thread
 def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
             ov_template=(), axes=None, rel_tol: float = DEFAULT_REL_TOL,
             seed: int = 0) -> HeadAnalysis:
@@ -180,15 +181,18 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
                             query_set=c_query, key_set=c_key, rel_tol=rel_tol)
         core = {k: np.asarray(v) for k, v in core.items()}
         for k in ("cos_u", "cos_v", "cos_u_rot", "cos_v_rot"):  # 0/0 -> 0 for dead features
-            core[k] = np.where(dead_b[..., None], 0.0, core[k]).astype(core[k].dtype)
+            if dead.any():
+                core[k] = np.where(dead_b[..., None], 0.0, core[k]).astype(core[k].dtype)
         for k in ("S", "cos_u", "cos_v"):
             arrays[f"{name}_{k}"] = core[k]
-        for idx in np.ndindex(*lead):
-            where = dict(zip(axes, idx))
-            head = {k: v[idx] for k, v in core.items()}
-            row, pair_rows = _head_rows(head, circuit_template, c_query, c_key, dead_b[idx])
-            heads.append({**where, "circuit": name, **row})
-            pairs.extend({**where, "circuit": name, **p} for p in pair_rows)
+        B = int(np.prod(lead, dtype=int))
+        index = np.unravel_index(np.arange(B), lead) if lead else ()
+        where = {**{a: ix.tolist() for a, ix in zip(axes, index)}, "circuit": [name] * B}
+        circuit_heads, circuit_pairs = table_rows(
+            {k: v.reshape((B,) + v.shape[len(lead):]) for k, v in core.items()},
+            circuit_template, c_query, c_key, dead_b.reshape(B, -1), where)
+        heads.extend(circuit_heads)
+        pairs.extend(circuit_pairs)
 
     geometry = {k: np.asarray(v) for k, v in feature_geometry(jnp.asarray(W)).items()}
     for k in ("interference", "dimensionality"):  # a dead feature takes no dimension
@@ -198,124 +202,6 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     return HeadAnalysis(axes=axes, arrays=arrays, heads=heads, pairs=pairs,
                         features=_feature_rows(geometry, axes[:len(prefix)], query_set,
                                                key_set))
-
-
-# ---- host-side metrics of one head ------------------------------------------------
-
-
-def match(score):
-    """One-to-one assignment of rows to columns maximizing the summed score.
-    Returns the column of each row, -1 where there are more rows than columns."""
-    cols = np.full(score.shape[0], -1)
-    if score.shape[1]:
-        rows, assigned = linear_sum_assignment(score, maximize=True)
-        cols[rows] = assigned
-    return cols
-
-
-def set_metrics(cos, feats, sig):
-    """(MMCS, Hungarian mean) of features `feats` against the significant columns;
-    (None, None) for no features, or no significant direction (a zero head, e.g. a
-    diverged instance's): nothing was measured, so no number is reported."""
-    sub = cos[np.asarray(feats, dtype=int)][:, sig]
-    if not len(feats) or sub.shape[1] == 0:
-        return None, None
-    cols = match(sub)
-    matched = np.where(cols >= 0, sub[np.arange(len(feats)), cols], 0.0)
-    return float(sub.max(axis=1).mean()), float(matched.mean())
-
-
-def _pair_rows(template, cos_u, cos_v, S, sig, dead):
-    """One row per pair. Pairs take significant singular indices only: a pair left
-    without one (more pairs than significant directions, or a dead feature) is
-    unmatched, with no index and no cosine, never the |cos| of a null-space vector."""
-    q = np.array([i for i, _, _ in template])
-    k = np.array([j for _, j, _ in template])
-    sig_k = np.flatnonzero(sig)
-    score = cos_u[q][:, sig_k] * cos_v[k][:, sig_k]  # [P, K_sig]
-    live = ~(dead[q] | dead[k])  # a pair with a dead feature takes no singular index
-    matched = np.full(len(template), -1)
-    if sig_k.size:
-        cols = match(score[live])
-        matched[live] = np.where(cols >= 0, sig_k[cols], -1)
-    best = sig_k[np.argmax(score, axis=1)] if sig_k.size else np.full(len(template), -1)
-    rows = []
-    for p, (i, j, value) in enumerate(template):
-        m, b = matched[p], best[p] if live[p] else -1
-        rows.append({
-            "query_feature": int(i), "key_feature": int(j), "target": float(value),
-            "sv_index": int(m) if m >= 0 else None,
-            "cos_query_u": float(cos_u[i, m]) if m >= 0 else None,
-            "cos_key_v": float(cos_v[j, m]) if m >= 0 else None,
-            "sigma": float(S[m]) if m >= 0 else None,
-            "significant": bool(m >= 0),
-            "max_k": int(b) if b >= 0 else None,
-            "max_cos_query_u": float(cos_u[i, b]) if b >= 0 else None,
-            "max_cos_key_v": float(cos_v[j, b]) if b >= 0 else None,
-        })
-    return rows
-
-
-def _sigma_fit(pair_rows):
-    """R² of a linear fit of matched σ on target, and Spearman's ρ (>= 3 pairs)."""
-    pts = [(p["target"], p["sigma"]) for p in pair_rows if p["significant"]]
-    if len(pts) < 3 or len({t for t, _ in pts}) < 2:
-        return None, None
-    t, s = np.array(pts).T
-    if np.std(s) == 0:
-        return 0.0, 0.0
-    return float(np.corrcoef(t, s)[0, 1] ** 2), float(spearmanr(t, s).statistic)
-
-
-def _pair_mean(pair_rows, key, dead_pair):
-    """Mean of `key` over the live pairs (no dead feature), an unmatched pair counting
-    0 (it has no direction of its own: as in the Hungarian mean); None if no pair is
-    live or the head has no significant direction (nothing was measured)."""
-    vals = [0.0 if p[key] is None else p[key] for p, d in zip(pair_rows, dead_pair) if not d]
-    return float(np.mean(vals)) if vals else None
-
-
-def _pair_min(pair_rows, dead_pair):
-    """min over live pairs of min(|cos| query, |cos| key), an unmatched pair counting 0."""
-    vals = [0.0 if p["sv_index"] is None else min(p["cos_query_u"], p["cos_key_v"])
-            for p, d in zip(pair_rows, dead_pair) if not d]
-    return min(vals) if vals else None
-
-
-def _head_rows(head, template, query_set, key_set, dead):
-    S, sig = head["S"], head["significant"]
-    row = {"sigma_1": float(S[0]), "n_significant": int(sig.sum())}
-    alive = lambda feats: tuple(i for i in feats if not dead[i])  # noqa: E731
-    everything = tuple(range(len(dead)))
-    sets = (("query", alive(query_set), "u"), ("key", alive(key_set), "v")) if template else \
-        (("all", alive(everything), "u"), ("all", alive(everything), "v"))
-    for variant, suffix in (("", ""), ("_rot", "baseline_")):
-        for side, feats, vec in sets:
-            mmcs, hung = set_metrics(head[f"cos_{vec}{variant}"], feats, sig)
-            row[f"{suffix}mmcs_{side}_{vec}"] = mmcs
-            row[f"{suffix}hungarian_{side}_{vec}"] = hung
-    pair_rows = []
-    if template:
-        pair_rows = _pair_rows(template, head["cos_u"], head["cos_v"], S, sig, dead)
-        baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig, dead)
-        for p, b in zip(pair_rows, baseline):
-            p["baseline_cos_query_u"], p["baseline_cos_key_v"] = b["cos_query_u"], b["cos_key_v"]
-        dead_pair = [bool(dead[i] or dead[j]) for i, j, _ in template]
-        if not sig.any():  # a zero head (e.g. diverged): nothing to report
-            dead_pair = [True] * len(template)
-        for key in ("cos_query_u", "cos_key_v", "max_cos_query_u", "max_cos_key_v",
-                    "baseline_cos_query_u", "baseline_cos_key_v"):
-            row[f"mean_{key}"] = _pair_mean(pair_rows, key, dead_pair)
-        row["n_pairs_matched"] = sum(p["sv_index"] is not None for p in pair_rows)
-        row["min_matched_cos"] = _pair_min(pair_rows, dead_pair)
-        row["sigma_target_r2"], row["sigma_target_spearman"] = _sigma_fit(pair_rows)
-        for side, feats in (("query", query_set), ("key", key_set)):
-            cos = head[f"principal_cos_{side}"]
-            # A zero column makes the span's basis arbitrary; a zero head has no span.
-            ok = not dead[list(feats)].any() and bool(sig.any())
-            row[f"principal_cos_{side}_min"] = float(cos.min()) if ok else None
-            row[f"principal_cos_{side}_mean"] = float(cos.mean()) if ok else None
-    return row, pair_rows
 
 
 def _feature_rows(geometry, axes, query_set, key_set):

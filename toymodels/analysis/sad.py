@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toymodels.analysis.svd import random_rotations, thin_product_svd
+from toymodels.blas import one_blas_thread
 from toymodels.errors import AnalysisInputError
 
 RECON_RTOL = 1e-5
@@ -212,6 +213,7 @@ def _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special):
         raise AnalysisInputError(f"special has shape {special.shape}, expected {(P, T)}")
 
 
+@one_blas_thread
 def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
               options: SadOptions = SadOptions(), progress: bool = False) -> SadResult:
     """Decompose every firing of every head (model-agnostic).

@@ -76,12 +76,22 @@ def unit_columns(W):
     return W / jnp.linalg.norm(W, axis=-2, keepdims=True)
 
 
+def _signed_cosines(W, U):
+    """cos of every unit feature column of W [.., D, N] with every column of U [.., D, K].
+    One dictionary for all heads (W's leading axes all 1) is a single GEMM, not a
+    batched product against copies of it."""
+    W_unit = unit_columns(W)
+    if all(n == 1 for n in W.shape[:-2]):
+        W_unit = W_unit.reshape(W.shape[-2:])
+        return jnp.einsum("dn,...dk->...nk", W_unit, U)
+    return _mT(W_unit) @ U
+
+
 @jax.jit
 def feature_cosines(W, U, V):
     """|cos| of every feature column of W [.., D, N] with every column of U and V."""
     with jax.default_matmul_precision("highest"):
-        W_unit = unit_columns(W)
-        return jnp.abs(_mT(W_unit) @ U), jnp.abs(_mT(W_unit) @ V)
+        return jnp.abs(_signed_cosines(W, U)), jnp.abs(_signed_cosines(W, V))
 
 
 def significant(S, rel_tol):
@@ -98,7 +108,8 @@ def random_rotations(key, mask):
     QR of a block-diagonal matrix [[G, 0], [0, I]] is block-diagonal, so the
     rotation keeps the span of the masked columns."""
     K = mask.shape[-1]
-    G = jax.random.normal(key, mask.shape + (K,))
+    with jax.threefry_partitionable(False):  # half the cost on the CPU (tasks/features.py)
+        G = jax.random.normal(key, mask.shape + (K,))
     both = mask[..., :, None] & mask[..., None, :]
     eye = jnp.broadcast_to(jnp.eye(K, dtype=bool), both.shape)
     G = jnp.where(both, G, eye.astype(G.dtype))
@@ -124,11 +135,11 @@ def circuit_core(A, B, W, key, *, query_set: tuple, key_set: tuple, rel_tol: flo
     with jax.default_matmul_precision("highest"):
         U, S, V = product_svd(A, B)
         sig = significant(S, rel_tol)
-        cos_u, cos_v = feature_cosines(W, U, V)
+        C_u, C_v = _signed_cosines(W, U), _signed_cosines(W, V)  # [.., N, K]
         R_u, R_v = random_rotations(key, jnp.stack([sig, sig]))  # one QR for both
-        cos_u_rot, cos_v_rot = feature_cosines(W, U @ R_u, V @ R_v)
-        out = {"S": S, "significant": sig, "cos_u": cos_u, "cos_v": cos_v,
-               "cos_u_rot": cos_u_rot, "cos_v_rot": cos_v_rot}
+        # Ŵᵀ(U R) = (ŴᵀU) R: the baseline rotates the cosines, not the vectors.
+        out = {"S": S, "significant": sig, "cos_u": jnp.abs(C_u), "cos_v": jnp.abs(C_v),
+               "cos_u_rot": jnp.abs(C_u @ R_u), "cos_v_rot": jnp.abs(C_v @ R_v)}
         K = S.shape[-1]
         for side, feats, vectors in (("query", query_set, U), ("key", key_set, V)):
             if feats:

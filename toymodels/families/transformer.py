@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from toymodels.analysis.alignment import analyze, match
+from toymodels.analysis.alignment import analyze
+from toymodels.analysis.head_rows import match
 from toymodels.analysis.svd import (DEFAULT_REL_TOL, feature_cosines, ov_svd, qk_svd,
                                     significant)
 from toymodels.config_transformer import TransformerConfig, TransformerInstance

@@ -6,7 +6,7 @@ Shapes: D residual dim, N features, P attended pairs, K significant singular ind
 
 import numpy as np
 
-from toymodels.analysis.alignment import match
+from toymodels.analysis.head_rows import match
 from toymodels.analysis.svd import DEFAULT_REL_TOL, significant
 
 FATES = ("kept", "shared", "dropped")
