@@ -16,7 +16,7 @@ A head's significant columns are its first n_sig (σ is descending).
 import numpy as np
 from scipy.stats import rankdata
 
-from toymodels.analysis.head_rows import match
+from toymodels.analysis.head_rows import feature_sets, match
 
 
 def _strict_best(values, axis):
@@ -138,12 +138,8 @@ def _group_rows(core, template, query_set, key_set, dead):
     S, n_sig = core["S"], core["significant"].sum(axis=1)
     B = S.shape[0]
     heads = {"sigma_1": _column(S[:, 0]), "n_significant": _column(n_sig)}
-    alive = lambda feats: tuple(i for i in feats if not dead[i])  # noqa: E731
-    everything = tuple(range(len(dead)))
-    sets = (("query", alive(query_set), "u"), ("key", alive(key_set), "v")) if template else \
-        (("all", alive(everything), "u"), ("all", alive(everything), "v"))
     for variant, suffix in (("", ""), ("_rot", "baseline_")):
-        for side, feats, vec in sets:
+        for side, feats, vec in feature_sets(template, query_set, key_set, dead):
             mmcs, hungarian = set_metrics(core[f"cos_{vec}{variant}"], feats, n_sig)
             heads[f"{suffix}mmcs_{side}_{vec}"] = _column(mmcs)
             heads[f"{suffix}hungarian_{side}_{vec}"] = _column(hungarian)
@@ -220,21 +216,19 @@ def table_rows(core, template, query_set, key_set, dead, where: dict):
                     np.unique(dead, axis=0, return_inverse=True))
     group = np.asarray(group).reshape(-1)
     head_cols, pair_cols = {}, {}
-    order = np.argsort(group, kind="stable")  # heads grouped by mask, then put back
-    for g, mask in enumerate(masks):
+    for g, mask in enumerate(masks):  # heads grouped by mask; put back in order below
         members = np.flatnonzero(group == g)
         group_core = core if len(masks) == 1 else {name: a[members] for name, a in core.items()}
         h, p = _group_rows(group_core, template, query_set, key_set, mask)
         for cols, new in ((head_cols, h), (pair_cols, p)):
             for name, values in new.items():
                 cols.setdefault(name, []).extend(values)
-    back = np.argsort(order, kind="stable")  # position of head b in the grouped order
-    heads = [head_cols[name] for name in head_cols]
-    head_columns = {**where, **{name: [col[i] for i in back] if len(masks) > 1 else col
-                                for name, col in zip(head_cols, heads)}}
-    pair_columns = {**{name: [v for v in values for _ in range(P)] for name, values in where.items()}}
-    for name, col in pair_cols.items():
-        if len(masks) > 1:
-            col = [col[i * P + j] for i in back for j in range(P)]
-        pair_columns[name] = col
-    return _rows(head_columns), _rows(pair_columns) if P else []
+    if len(masks) > 1:
+        back = np.argsort(np.argsort(group, kind="stable"))  # head b's place in the groups
+        head_cols = {name: [col[t] for t in back] for name, col in head_cols.items()}
+        pair_cols = {name: [col[t * P + j] for t in back for j in range(P)]
+                     for name, col in pair_cols.items()}
+    head_columns = {**where, **head_cols}
+    pair_columns = {**{name: [v for v in values for _ in range(P)]
+                       for name, values in where.items()}, **pair_cols}
+    return _rows(head_columns), (_rows(pair_columns) if P else [])

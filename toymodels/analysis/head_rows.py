@@ -90,16 +90,23 @@ def _pair_min(pair_rows, dead_pair):
     return min(vals) if vals else None
 
 
+def feature_sets(template, query_set, key_set, dead):
+    """(side, live features, singular side) of the set metrics: the attended query features
+    against u and key features against v, or every live feature against both without a
+    template."""
+    alive = lambda feats: tuple(i for i in feats if not dead[i])  # noqa: E731
+    if template:
+        return (("query", alive(query_set), "u"), ("key", alive(key_set), "v"))
+    everything = alive(range(len(dead)))
+    return (("all", everything, "u"), ("all", everything, "v"))
+
+
 def head_rows(head, template, query_set, key_set, dead):
     """(heads-table row, pairs-table rows) of one head; dead [N] marks all-zero features."""
     S, sig = head["S"], head["significant"]
     row = {"sigma_1": float(S[0]), "n_significant": int(sig.sum())}
-    alive = lambda feats: tuple(i for i in feats if not dead[i])  # noqa: E731
-    everything = tuple(range(len(dead)))
-    sets = (("query", alive(query_set), "u"), ("key", alive(key_set), "v")) if template else \
-        (("all", alive(everything), "u"), ("all", alive(everything), "v"))
     for variant, suffix in (("", ""), ("_rot", "baseline_")):
-        for side, feats, vec in sets:
+        for side, feats, vec in feature_sets(template, query_set, key_set, dead):
             mmcs, hung = set_metrics(head[f"cos_{vec}{variant}"], feats, sig)
             row[f"{suffix}mmcs_{side}_{vec}"] = mmcs
             row[f"{suffix}hungarian_{side}_{vec}"] = hung
