@@ -3,10 +3,10 @@
 On the CPU, JAX's linalg (SVD, QR, eigh) calls SciPy's OpenBLAS once per matrix. Over
 thousands of small matrices OpenBLAS's own threads only contend with XLA's for the
 cores: 10,000 SVDs of 50×50 matrices took 9.4 s with OpenBLAS's default two threads and
-1.4 s with one on a 2-core machine (benchmarks/bench_analysis.py explains the setting).
-Training, analysis and every CLI command run inside `one_blas_thread`, which restores
-the caller's setting on the way out. Matrix products compiled by XLA do not use BLAS, so
-nothing else is slowed.
+1.4 s with one on a 2-core machine (README, Benchmarks). Training, analysis and every
+CLI command run inside `one_blas_thread`, which restores the caller's setting on the way
+out. XLA's compiled matrix products do not go through BLAS; NumPy's own products inside
+these calls do, and run on one thread there (not measured to matter).
 """
 
 import functools

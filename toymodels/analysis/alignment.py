@@ -180,8 +180,8 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
                             jax.random.fold_in(jax.random.key(seed), c_index),
                             query_set=c_query, key_set=c_key, rel_tol=rel_tol)
         core = {k: np.asarray(v) for k, v in core.items()}
-        for k in ("cos_u", "cos_v", "cos_u_rot", "cos_v_rot"):  # 0/0 -> 0 for dead features
-            if dead.any():
+        if dead.any():  # 0/0 -> 0 for dead features
+            for k in ("cos_u", "cos_v", "cos_u_rot", "cos_v_rot"):
                 core[k] = np.where(dead_b[..., None], 0.0, core[k]).astype(core[k].dtype)
         for k in ("S", "cos_u", "cos_v"):
             arrays[f"{name}_{k}"] = core[k]

@@ -119,7 +119,8 @@ def _pair_columns(template, cos_u, cos_v, S, n_sig, live):
     """Assignment and max-over-k columns of every pair, as head_rows._pair_rows."""
     q = np.array([i for i, _, _ in template])
     k = np.array([j for _, j, _ in template])
-    score = cos_u[:, q] * cos_v[:, k]  # [B, P, K]
+    cos_q, cos_k = cos_u[:, q], cos_v[:, k]  # [B, P, K]
+    score = cos_q * cos_k
     B, P, K = score.shape
     matched = np.full((B, P), -1)
     matched[:, live] = assign(score[:, live], n_sig)
@@ -127,9 +128,9 @@ def _pair_columns(template, cos_u, cos_v, S, n_sig, live):
     best = np.where(usable[:, None, :], score, -np.inf).argmax(axis=2)
     best = np.where((n_sig > 0)[:, None] & live[None, :], best, -1)
     return {"matched": matched, "best": best,
-            "cos_query_u": _pick(cos_u[:, q], matched), "cos_key_v": _pick(cos_v[:, k], matched),
+            "cos_query_u": _pick(cos_q, matched), "cos_key_v": _pick(cos_k, matched),
             "sigma": _pick(np.broadcast_to(S[:, None, :], score.shape), matched),
-            "max_cos_query_u": _pick(cos_u[:, q], best), "max_cos_key_v": _pick(cos_v[:, k], best)}
+            "max_cos_query_u": _pick(cos_q, best), "max_cos_key_v": _pick(cos_k, best)}
 
 
 def _group_rows(core, template, query_set, key_set, dead):
@@ -146,7 +147,6 @@ def _group_rows(core, template, query_set, key_set, dead):
     if not template:
         return heads, {}
 
-    P = len(template)
     q = np.array([i for i, _, _ in template])
     k = np.array([j for _, j, _ in template])
     live = ~(dead[q] | dead[k])
@@ -193,7 +193,6 @@ def _group_rows(core, template, query_set, key_set, dead):
         "baseline_cos_query_u": _column(base["cos_query_u"].reshape(-1), base_m >= 0),
         "baseline_cos_key_v": _column(base["cos_key_v"].reshape(-1), base_m >= 0),
     }
-    assert len(pair_columns["sv_index"]) == B * P
     return heads, pair_columns
 
 
