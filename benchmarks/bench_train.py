@@ -9,8 +9,14 @@ per second, the ratio to the 1-instance throughput and per-instance cost against
 rounds (jax, torch, jax, torch, ...) so that load on the machine hits both alike, and
 prints the ratio of best times. torch comes from the optional `bench` extra.
 
+The GFLOP/s column counts the matrix products of a step (forward and backward, in the
+contraction order the model takes: models/toy.py's multiply-add counts, x2), not the
+elementwise work, sampling or AdamW. With --peak-tflops (the device's float32 peak,
+e.g. 67 for an H100 SXM's CUDA cores) it also prints the achieved fraction of it.
+
 usage: python benchmarks/bench_train.py [--preset single-pair] [--instances 1,16,64,256]
                                         [--steps 500] [--repeats 3] [--against torch]
+                                        [--peak-tflops T]
 """
 
 import argparse
@@ -19,7 +25,16 @@ import time
 import jax
 
 from toymodels.config import make_instances, preset
+from toymodels.models.toy import logit_macs, reconstruction_macs
 from toymodels.train import train
+
+
+def matmul_flops(cfg) -> int:
+    """FLOPs of one instance's step in matrix products: per query, its m + 1 tokens'
+    reconstruction, the head's logits and the targets' f_qᵀ T f_j (forward only)."""
+    per_query = ((cfg.m + 1) * min(reconstruction_macs(cfg.N, cfg.D))
+                 + min(logit_macs(cfg.N, cfg.D, cfg.H, cfg.m)) + cfg.N * cfg.N + cfg.m * cfg.N)
+    return 2 * cfg.batch_size * per_query
 
 
 def jax_timer(cfg, n_instances: int):
@@ -55,16 +70,20 @@ def main():
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", choices=["torch"], default=None)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's float32 peak, for the fraction achieved")
     args = parser.parse_args()
     counts = [int(n) for n in args.instances.split(",")]
     cfg = preset(args.preset).replace(steps=args.steps, chunk_steps=args.steps,
                                       record_points=0)
-    if args.against and not hasattr(cfg, "template"):
+    toy = hasattr(cfg, "template")  # GFLOP/s is counted for the toy model only
+    if args.against and not toy:
         parser.error("--against torch times the toy model only (a toy preset)")
     print(f"{args.preset}: N={cfg.N} D={cfg.D} H={getattr(cfg, 'H', '-')} "
           f"m={getattr(cfg, 'm', '-')} batch={cfg.batch_size}, {args.steps} steps per timing, "
           f"best of {args.repeats}, device {jax.devices()[0].platform}")
-    head = f"{'instances':>9} {'ms/step':>9} {'inst-steps/s':>13} {'vs 1 instance':>14}"
+    head = (f"{'instances':>9} {'ms/step':>9} {'inst-steps/s':>13} {'vs 1 instance':>14}"
+            f" {'GFLOP/s':>8}" + (f" {'of peak':>8}" if args.peak_tflops else ""))
     if args.against:
         import torch
         head += f" {'torch inst-steps/s':>19} {'jax/torch':>10}"
@@ -83,6 +102,13 @@ def main():
         base = base or throughput
         line = (f"{n:>9} {1e3 * best['jax'] / args.steps:>9.2f} {throughput:>13.0f} "
                 f"{throughput / base:>13.2f}x")
+        if toy:
+            gflops = throughput * matmul_flops(cfg) / 1e9
+            line += f" {gflops:>8.1f}"
+            if args.peak_tflops:
+                line += f" {gflops / (1e3 * args.peak_tflops):>8.1%}"
+        else:
+            line += f" {'-':>8}" + (f" {'-':>8}" if args.peak_tflops else "")
         if args.against:
             t_tp = n * args.steps / best["torch"]
             line += f" {t_tp:>19.0f} {throughput / t_tp:>9.2f}x"

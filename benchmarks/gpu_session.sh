@@ -27,7 +27,9 @@ cp /tmp/mp_search/manifest.json "$OUT/search_manifest.json" 2>/dev/null
 
 [ -n "${SKIP_BENCH:-}" ] && { log done; exit 0; }
 log bench_train
-timeout 100 python3 benchmarks/bench_train.py --instances 1,16,64,256,1024 --steps 500 --repeats 2 2>&1 | tee "$OUT/bench_train.log"
+# PEAK_TFLOPS: the float32 (CUDA-core) peak, 67 for an H100 or H200 SXM
+timeout 200 python3 benchmarks/bench_train.py --instances 1,64,1024,4096 --steps 500 --repeats 2 \
+    --peak-tflops ${PEAK_TFLOPS:-67} 2>&1 | tee "$OUT/bench_train.log"
 log bench_analysis
 timeout 90 python3 benchmarks/bench_analysis.py --heads 10000 --loop-heads 300 --skip-dynamics 2>&1 | tee "$OUT/bench_analysis.log"
 log done

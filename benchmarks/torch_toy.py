@@ -8,12 +8,16 @@
   ℓ = (W_Q r_q)·(W_K r_j); targets s·f_qᵀ T f_j; L_attn = KL(softmax targets ‖ softmax ℓ)
   loss = L_recon + λ L_attn per instance, summed over instances (their gradients are
   independent), AdamW with the config's rate and decoupled weight decay.
+Products take the contraction order toymodels takes for the shapes (models/toy.py: through
+WᵀW and Wᵀ Ω W [N, N] when that is fewer multiply-adds), so the two loops do equal work.
 """
 
 import math
 
 import numpy as np
 import torch
+
+from toymodels.models.toy import feature_route_is_cheaper, gram_route_is_cheaper
 
 
 class TorchToy:
@@ -35,27 +39,45 @@ class TorchToy:
         self.opt = torch.optim.AdamW([self.W, self.b, self.W_Q, self.W_K], lr=cfg.learning_rate,
                                      weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(seed + 1)
+        self.gram = gram_route_is_cheaper(N, D)
+        self.features = feature_route_is_cheaper(N, D, H, cfg.m)
 
     def step(self):
         cfg, I = self.cfg, self.I
         shape = (I, cfg.batch_size, cfg.m + 1, cfg.N)
         on = torch.rand(shape, generator=self.gen) < self.p
         f = torch.where(on, torch.rand(shape, generator=self.gen), 0.0)  # [I, B, m+1, N]
-        r = torch.einsum("ibtn,idn->ibtd", f, self.W)
-        recon = torch.relu(torch.einsum("ibtd,idn->ibtn", r, self.W) + self.b)
-        l_recon = (((f - recon) ** 2) @ self.importance).mean(dim=(1, 2))  # [I]
-        q = torch.einsum("ibd,ihd->ibh", r[:, :, 0], self.W_Q)
-        k = torch.einsum("ibjd,ihd->ibjh", r[:, :, 1:], self.W_K)
-        logits = torch.einsum("ibh,ibjh->ibj", q, k)
-        targets = cfg.target_scale * torch.einsum("ibn,nk,ibjk->ibj", f[:, :, 0], self.T,
-                                                  f[:, :, 1:])
-        p_t = torch.softmax(targets, -1)
-        kl = (p_t * (torch.log_softmax(targets, -1) - torch.log_softmax(logits, -1))).sum(-1)
-        loss = (l_recon + cfg.lam * kl.mean(dim=1)).sum()
+        loss, l_recon = self.loss(f)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return l_recon.detach()
+
+    def loss(self, f):
+        """(summed loss, L_recon [I]) on tokens f [I, B, m+1, N]."""
+        cfg = self.cfg
+        if self.gram:
+            gram = torch.einsum("idn,idk->ink", self.W, self.W)  # WᵀW [I, N, N]
+            pre = torch.einsum("ibtn,ink->ibtk", f, gram)
+        else:
+            r = torch.einsum("ibtn,idn->ibtd", f, self.W)
+            pre = torch.einsum("ibtd,idn->ibtn", r, self.W)
+        recon = torch.relu(pre + self.b)
+        l_recon = (((f - recon) ** 2) @ self.importance).mean(dim=(1, 2))  # [I]
+        if self.features:
+            qk = torch.einsum("ihn,ihk->ink", self.W_Q @ self.W, self.W_K @ self.W)  # Wᵀ Ω W
+            logits = torch.einsum("ibk,ibjk->ibj", torch.einsum("ibn,ink->ibk", f[:, :, 0], qk),
+                                  f[:, :, 1:])
+        else:
+            r = torch.einsum("ibtn,idn->ibtd", f, self.W)
+            q = torch.einsum("ibd,ihd->ibh", r[:, :, 0], self.W_Q)
+            k = torch.einsum("ibjd,ihd->ibjh", r[:, :, 1:], self.W_K)
+            logits = torch.einsum("ibh,ibjh->ibj", q, k)
+        targets = cfg.target_scale * torch.einsum("ibn,nk,ibjk->ibj", f[:, :, 0], self.T,
+                                                  f[:, :, 1:])
+        p_t = torch.softmax(targets, -1)
+        kl = (p_t * (torch.log_softmax(targets, -1) - torch.log_softmax(logits, -1))).sum(-1)
+        return (l_recon + cfg.lam * kl.mean(dim=1)).sum(), l_recon
 
     def train(self, steps: int):
         """steps steps; the per-step reconstruction curve [I, steps] like toymodels'."""

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toymodels.models.toy import ToyModel
+from toymodels.models import toy as toy_model
+from toymodels.models.toy import ToyModel, feature_route_is_cheaper, gram_route_is_cheaper
 from toymodels.tasks.toy import attention_loss, reconstruction_loss
 
 
@@ -33,6 +34,58 @@ def test_logits_are_r_omega_s_against_numpy(getkey):
     expected = np.einsum("bd,de,bje->bj", f_q @ W.T, Wq.T @ Wk, f_k @ W.T)
     got = model.attention_logits(jnp.asarray(f_q, jnp.float32), jnp.asarray(f_k, jnp.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("N, D, H, m, through_features", [
+    (6, 4, 3, 5, True),      # N <= 2.5 D: the [N, N] routes
+    (100, 50, 50, 8, True),  # the multi-pair preset's shapes
+    (40, 4, 3, 5, False),    # N >> D: through the residuals
+])
+def test_both_routes_match_numpy(N, D, H, m, through_features):
+    assert gram_route_is_cheaper(N, D) == through_features
+    assert feature_route_is_cheaper(N, D, H, m) == through_features
+    model = make_model(N, D, H)
+    rng = np.random.default_rng(2)
+    f_q, f_k = rng.random((3, N)), rng.random((3, m, N))
+    W, Wq, Wk, b = (np.asarray(p[...], np.float64) for p in (model.W, model.W_Q, model.W_K,
+                                                               model.b))
+    logits = np.einsum("bd,de,bje->bj", f_q @ W.T, Wq.T @ Wk, f_k @ W.T)
+    recon = np.maximum((f_k @ W.T) @ W + b, 0)
+    np.testing.assert_allclose(model.attention_logits(jnp.asarray(f_q, jnp.float32),
+                                                      jnp.asarray(f_k, jnp.float32)),
+                               logits, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.reconstruct(jnp.asarray(f_k, jnp.float32)), recon,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_routes_give_the_same_gradients(monkeypatch):
+    # The multi-pair shapes take the [N, N] routes; forced through the residuals, the
+    # loss and every gradient must be the same up to float32 rounding.
+    N, D, H, m = 100, 50, 50, 8
+    model = make_model(N, D, H)
+    rng = np.random.default_rng(3)
+    active = rng.random((16, m + 1, N)) < 0.1  # sparse tokens, as the task draws them
+    f = jnp.asarray(active * rng.random((16, m + 1, N)), jnp.float32)
+    f_q, f_k = f[:, 0], f[:, 1:]
+    T = jnp.asarray(np.eye(N, k=1), jnp.float32)
+
+    def loss(model):
+        return (reconstruction_loss(model, f_q, f_k, jnp.ones(N))
+                + attention_loss(model, f_q, f_k, T, jnp.float32(3.0), "xent"))
+
+    routes = {}
+    for name, forced in (("[N, N]", None), ("residuals", False)):
+        if forced is not None:
+            monkeypatch.setattr(toy_model, "gram_route_is_cheaper", lambda *a: forced)
+            monkeypatch.setattr(toy_model, "feature_route_is_cheaper", lambda *a: forced)
+        value, grads = nnx.value_and_grad(loss)(model)
+        routes[name] = (float(value), nnx.to_pure_dict(grads))
+    (v1, g1), (v2, g2) = routes.values()
+    assert v1 == pytest.approx(v2, rel=1e-5)
+    for key in g1:
+        scale = float(jnp.abs(g2[key]).max())
+        assert scale > 0, key
+        np.testing.assert_allclose(g1[key], g2[key], atol=1e-4 * scale, err_msg=key)
 
 
 def test_losses_at_hand_set_weights():

@@ -5,6 +5,13 @@ Shapes (paper-notes notation):
   B batch, m keys per query, N features, D residual dim, H head dim
   W [D, N] feature dictionary, b [N] bias, W_Q, W_K [H, D]
   r = W f [.., D];  f' = ReLU(Wᵀ r + b);  ℓ_j = (W_Q r)·(W_K s_j);  Ω = W_Qᵀ W_K [D, D]
+  WᵀW [N, N] and Wᵀ Ω W [N, N]: the same maps on features, f' = ReLU(WᵀW f + b) and
+  ℓ_j = f_qᵀ (Wᵀ Ω W) f_j (the form of the targets, s·f_qᵀ T f_j)
+
+Each product has two contraction orders, through the residuals or through the [N, N]
+matrix. The model takes the one with fewer multiply-adds per token (forward and backward)
+from the static shapes at trace time: the [N, N] route for N up to about 2.5 D. The two
+agree to float32 rounding (tests/test_toy_model.py).
 """
 
 import math
@@ -28,12 +35,50 @@ class ToyModel(nnx.Module):
         return f @ self.W.T
 
     def reconstruct(self, f):  # [..., N] -> [..., N]
-        return jax.nn.relu(self.residual(f) @ self.W + jnp.broadcast_to(self.b, f.shape))
+        D, N = self.W.shape
+        if gram_route_is_cheaper(N, D):
+            pre = f @ (self.W.T @ self.W)
+        else:
+            pre = self.residual(f) @ self.W
+        return jax.nn.relu(pre + jnp.broadcast_to(self.b, f.shape))
 
     def attention_logits(self, f_q, f_k):  # [B, N], [B, m, N] -> [B, m]
+        (D, N), H, m = self.W.shape, self.W_Q.shape[0], f_k.shape[-2]
+        if feature_route_is_cheaper(N, D, H, m):
+            return jnp.einsum("bk,bjk->bj", f_q @ self.feature_qk(), f_k)
         q = self.residual(f_q) @ self.W_Q.T  # [B, H]
         k = self.residual(f_k) @ self.W_K.T  # [B, m, H]
         return jnp.einsum("bh,bjh->bj", q, k)
 
+    def feature_qk(self):  # [N, N] = Wᵀ Ω W
+        return (self.W_Q @ self.W).T @ (self.W_K @ self.W)
+
     def omega(self):  # [D, D]
         return self.W_Q.T @ self.W_K
+
+
+# Multiply-adds of a training step, forward + backward, as (through the [N, N] matrix,
+# through the residuals). No gradient flows to the features f; the [N, N] matrices cost
+# O(N²D) per step, not per token, and are left out. On the CPU the [N, N] routes make a
+# step 1.4-1.6x faster for the presets (benchmarks/bench_routes.py).
+
+
+def reconstruction_macs(N: int, D: int) -> tuple[int, int]:
+    """Per token. f (WᵀW): N² + N² (gradient of WᵀW); (f Wᵀ) W: 2ND + 3ND."""
+    return 2 * N * N, 5 * N * D
+
+
+def logit_macs(N: int, D: int, H: int, m: int) -> tuple[int, int]:
+    """Per query and its m keys. f_q (Wᵀ Ω W) f_j: N² + mN forward, N² + 2mN backward;
+    through the residuals: (m + 1)(ND + DH) + mH forward, (m + 1)(ND + 2DH) + 2mH back."""
+    return 2 * N * N + 3 * m * N, (m + 1) * (2 * N * D + 3 * D * H) + 3 * m * H
+
+
+def gram_route_is_cheaper(N: int, D: int) -> bool:
+    features, residuals = reconstruction_macs(N, D)
+    return features < residuals
+
+
+def feature_route_is_cheaper(N: int, D: int, H: int, m: int) -> bool:
+    features, residuals = logit_macs(N, D, H, m)
+    return features < residuals
