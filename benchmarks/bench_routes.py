@@ -27,8 +27,8 @@ from toymodels.train import _instance_hparams, _make_chunk_fn, init_states, prog
 
 @contextlib.contextmanager
 def residual_routes():
-    with mock.patch.object(toy_model, "gram_route_is_cheaper", lambda *a: False), \
-            mock.patch.object(toy_model, "feature_route_is_cheaper", lambda *a: False):
+    with mock.patch.object(toy_model, "gram_route_is_cheaper", lambda *a, **k: False), \
+            mock.patch.object(toy_model, "feature_route_is_cheaper", lambda *a, **k: False):
         yield
 
 
@@ -76,8 +76,9 @@ def main():
             parser.error(f"{name} is not a toy preset (the contraction orders are the toy's)")
     for name, cfg in configs.items():
         cfg = cfg.replace(steps=args.steps, chunk_steps=args.steps, record_points=0)
-        gram = toy_model.gram_route_is_cheaper(cfg.N, cfg.D)
-        features = toy_model.feature_route_is_cheaper(cfg.N, cfg.D, cfg.H, cfg.m)
+        queries = cfg.batch_size
+        gram = toy_model.gram_route_is_cheaper(cfg.N, cfg.D, tokens=queries * (cfg.m + 1))
+        features = toy_model.feature_route_is_cheaper(cfg.N, cfg.D, cfg.H, cfg.m, queries)
         routes = f"{'WᵀW' if gram else 'r'}/{'WᵀΩW' if features else 'r'}"
         for n in map(int, args.instances.split(",")):
             timers = {"routes": chunk_timer(cfg, n, contextlib.nullcontext),

@@ -30,11 +30,14 @@ from toymodels.train import train
 
 
 def matmul_flops(cfg) -> int:
-    """FLOPs of one instance's step in matrix products: per query, its m + 1 tokens'
-    reconstruction, the head's logits and the targets' f_qᵀ T f_j (forward only)."""
-    per_query = ((cfg.m + 1) * min(reconstruction_macs(cfg.N, cfg.D))
-                 + min(logit_macs(cfg.N, cfg.D, cfg.H, cfg.m)) + cfg.N * cfg.N + cfg.m * cfg.N)
-    return 2 * cfg.batch_size * per_query
+    """FLOPs of one instance's step in matrix products: the reconstruction of the
+    batch's B(m + 1) tokens, the head's logits and the targets' f_qᵀ T f_j (forward
+    only), each in the order the model takes."""
+    B = cfg.batch_size
+    macs = (min(reconstruction_macs(cfg.N, cfg.D, tokens=B * (cfg.m + 1)))
+            + min(logit_macs(cfg.N, cfg.D, cfg.H, cfg.m, queries=B))
+            + B * (cfg.N * cfg.N + cfg.m * cfg.N))
+    return 2 * macs
 
 
 def jax_timer(cfg, n_instances: int):

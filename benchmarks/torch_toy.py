@@ -39,8 +39,8 @@ class TorchToy:
         self.opt = torch.optim.AdamW([self.W, self.b, self.W_Q, self.W_K], lr=cfg.learning_rate,
                                      weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(seed + 1)
-        self.gram = gram_route_is_cheaper(N, D)
-        self.features = feature_route_is_cheaper(N, D, H, cfg.m)
+        self.gram = gram_route_is_cheaper(N, D, tokens=cfg.batch_size * (cfg.m + 1))
+        self.features = feature_route_is_cheaper(N, D, H, cfg.m, queries=cfg.batch_size)
 
     def step(self):
         cfg, I = self.cfg, self.I

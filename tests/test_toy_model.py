@@ -36,36 +36,48 @@ def test_logits_are_r_omega_s_against_numpy(getkey):
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("N, D, H, m, through_features", [
-    (6, 4, 3, 5, True),      # N <= 2.5 D: the [N, N] routes
-    (100, 50, 50, 8, True),  # the multi-pair preset's shapes
-    (40, 4, 3, 5, False),    # N >> D: through the residuals
+def builds_n_by_n(fn, *args, N) -> bool:
+    """Does fn's program form an [N, N] matrix (WᵀW or Wᵀ Ω W)?"""
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    return any(v.aval.shape == (N, N) for eqn in jaxpr.eqns for v in eqn.outvars)
+
+
+@pytest.mark.parametrize("N, D, H, m, B, gram, features", [
+    (6, 4, 3, 5, 7, True, True),            # N < 2.5 D: both [N, N] routes
+    (100, 50, 50, 8, 64, True, True),       # the multi-pair preset's shapes
+    (40, 4, 3, 5, 7, False, False),         # N >> D: both through the residuals
+    (24, 4, 2, 8, 16, False, True),         # mixed, as in the pairs-beyond-H study at D=4
 ])
-def test_both_routes_match_numpy(N, D, H, m, through_features):
-    assert gram_route_is_cheaper(N, D) == through_features
-    assert feature_route_is_cheaper(N, D, H, m) == through_features
+def test_routes_follow_the_counts_and_match_numpy(N, D, H, m, B, gram, features):
+    assert gram_route_is_cheaper(N, D, tokens=B * m) == gram
+    assert feature_route_is_cheaper(N, D, H, m, queries=B) == features
     model = make_model(N, D, H)
     rng = np.random.default_rng(2)
-    f_q, f_k = rng.random((3, N)), rng.random((3, m, N))
+    f_q = jnp.asarray(rng.random((B, N)), jnp.float32)
+    f_k = jnp.asarray(rng.random((B, m, N)), jnp.float32)
+    # The model takes the route its counts choose (both routes give the same numbers,
+    # so only the program shows which one ran).
+    assert builds_n_by_n(model.reconstruct, f_k, N=N) == gram
+    assert builds_n_by_n(model.attention_logits, f_q, f_k, N=N) == features
     W, Wq, Wk, b = (np.asarray(p[...], np.float64) for p in (model.W, model.W_Q, model.W_K,
                                                                model.b))
-    logits = np.einsum("bd,de,bje->bj", f_q @ W.T, Wq.T @ Wk, f_k @ W.T)
-    recon = np.maximum((f_k @ W.T) @ W + b, 0)
-    np.testing.assert_allclose(model.attention_logits(jnp.asarray(f_q, jnp.float32),
-                                                      jnp.asarray(f_k, jnp.float32)),
-                               logits, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.reconstruct(jnp.asarray(f_k, jnp.float32)), recon,
-                               rtol=1e-4, atol=1e-6)
+    f_q64, f_k64 = np.asarray(f_q, np.float64), np.asarray(f_k, np.float64)
+    logits = np.einsum("bd,de,bje->bj", f_q64 @ W.T, Wq.T @ Wk, f_k64 @ W.T)
+    recon = np.maximum((f_k64 @ W.T) @ W + b, 0)
+    np.testing.assert_allclose(model.attention_logits(f_q, f_k), logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.reconstruct(f_k), recon, rtol=1e-4, atol=1e-5)
 
 
 def test_routes_give_the_same_gradients(monkeypatch):
-    # The multi-pair shapes take the [N, N] routes; forced through the residuals, the
-    # loss and every gradient must be the same up to float32 rounding.
-    N, D, H, m = 100, 50, 50, 8
+    # The multi-pair shapes at 64 queries take the [N, N] routes; forced through the
+    # residuals, the loss and every gradient must be the same up to float32 rounding.
+    N, D, H, m, B = 100, 50, 50, 8, 64
+    assert gram_route_is_cheaper(N, D, tokens=B * (m + 1))
+    assert feature_route_is_cheaper(N, D, H, m, queries=B)
     model = make_model(N, D, H)
     rng = np.random.default_rng(3)
-    active = rng.random((16, m + 1, N)) < 0.1  # sparse tokens, as the task draws them
-    f = jnp.asarray(active * rng.random((16, m + 1, N)), jnp.float32)
+    active = rng.random((B, m + 1, N)) < 0.1  # sparse tokens, as the task draws them
+    f = jnp.asarray(active * rng.random((B, m + 1, N)), jnp.float32)
     f_q, f_k = f[:, 0], f[:, 1:]
     T = jnp.asarray(np.eye(N, k=1), jnp.float32)
 
@@ -76,8 +88,8 @@ def test_routes_give_the_same_gradients(monkeypatch):
     routes = {}
     for name, forced in (("[N, N]", None), ("residuals", False)):
         if forced is not None:
-            monkeypatch.setattr(toy_model, "gram_route_is_cheaper", lambda *a: forced)
-            monkeypatch.setattr(toy_model, "feature_route_is_cheaper", lambda *a: forced)
+            monkeypatch.setattr(toy_model, "gram_route_is_cheaper", lambda *a, **k: forced)
+            monkeypatch.setattr(toy_model, "feature_route_is_cheaper", lambda *a, **k: forced)
         value, grads = nnx.value_and_grad(loss)(model)
         routes[name] = (float(value), nnx.to_pure_dict(grads))
     (v1, g1), (v2, g2) = routes.values()

@@ -10,8 +10,9 @@ Shapes (paper-notes notation):
 
 Each product has two contraction orders, through the residuals or through the [N, N]
 matrix. The model takes the one with fewer multiply-adds per token (forward and backward)
-from the static shapes at trace time: the [N, N] route for N up to about 2.5 D. The two
-agree to float32 rounding (tests/test_toy_model.py).
+from the static shapes at trace time: for the reconstruction the [N, N] route while N is
+below about 2.5 D, for the logits while N is below about (m + 1) D. The two agree to
+float32 rounding (tests/test_toy_model.py).
 """
 
 import math
@@ -36,7 +37,7 @@ class ToyModel(nnx.Module):
 
     def reconstruct(self, f):  # [..., N] -> [..., N]
         D, N = self.W.shape
-        if gram_route_is_cheaper(N, D):
+        if gram_route_is_cheaper(N, D, tokens=math.prod(f.shape[:-1])):
             pre = f @ (self.W.T @ self.W)
         else:
             pre = self.residual(f) @ self.W
@@ -44,7 +45,7 @@ class ToyModel(nnx.Module):
 
     def attention_logits(self, f_q, f_k):  # [B, N], [B, m, N] -> [B, m]
         (D, N), H, m = self.W.shape, self.W_Q.shape[0], f_k.shape[-2]
-        if feature_route_is_cheaper(N, D, H, m):
+        if feature_route_is_cheaper(N, D, H, m, queries=math.prod(f_q.shape[:-1])):
             return jnp.einsum("bk,bjk->bj", f_q @ self.feature_qk(), f_k)
         q = self.residual(f_q) @ self.W_Q.T  # [B, H]
         k = self.residual(f_k) @ self.W_K.T  # [B, m, H]
@@ -58,27 +59,32 @@ class ToyModel(nnx.Module):
 
 
 # Multiply-adds of a training step, forward + backward, as (through the [N, N] matrix,
-# through the residuals). No gradient flows to the features f; the [N, N] matrices cost
-# O(N²D) per step, not per token, and are left out. On the CPU the [N, N] routes make a
-# step 1.4-1.6x faster for the presets (benchmarks/bench_routes.py).
+# through the residuals). No gradient flows to the features f. The [N, N] matrix is formed
+# once per step; its cost is shared by the step's tokens. On the CPU the [N, N] routes make
+# a step of the presets 1.2-1.6x faster (benchmarks/bench_routes.py).
 
 
-def reconstruction_macs(N: int, D: int) -> tuple[int, int]:
-    """Per token. f (WᵀW): N² + N² (gradient of WᵀW); (f Wᵀ) W: 2ND + 3ND."""
-    return 2 * N * N, 5 * N * D
+def reconstruction_macs(N: int, D: int, tokens: int) -> tuple[int, int]:
+    """f (WᵀW): N² + N² (gradient of WᵀW) per token, and WᵀW, DN² + 2DN² per step;
+    (f Wᵀ) W: 2ND + 3ND per token."""
+    return 2 * N * N * tokens + 3 * D * N * N, 5 * N * D * tokens
 
 
-def logit_macs(N: int, D: int, H: int, m: int) -> tuple[int, int]:
-    """Per query and its m keys. f_q (Wᵀ Ω W) f_j: N² + mN forward, N² + 2mN backward;
-    through the residuals: (m + 1)(ND + DH) + mH forward, (m + 1)(ND + 2DH) + 2mH back."""
-    return 2 * N * N + 3 * m * N, (m + 1) * (2 * N * D + 3 * D * H) + 3 * m * H
+def logit_macs(N: int, D: int, H: int, m: int, queries: int) -> tuple[int, int]:
+    """Per query and its m keys, f_q (Wᵀ Ω W) f_j: N² + mN forward, N² + mN backward (the
+    gradient of f_q (Wᵀ Ω W) and of Wᵀ Ω W share Σ_j δ_j f_j), and per step Wᵀ Ω W =
+    (W_Q W)ᵀ(W_K W): 2HDN + HN² forward, twice that backward. Through the residuals:
+    (m + 1)(ND + DH) + mH forward, (m + 1)(ND + 2DH) + 2mH backward, per query."""
+    per_step = 3 * (2 * H * D * N + H * N * N)
+    return ((2 * N * N + 2 * m * N) * queries + per_step,
+            ((m + 1) * (2 * N * D + 3 * D * H) + 3 * m * H) * queries)
 
 
-def gram_route_is_cheaper(N: int, D: int) -> bool:
-    features, residuals = reconstruction_macs(N, D)
+def gram_route_is_cheaper(N: int, D: int, tokens: int) -> bool:
+    features, residuals = reconstruction_macs(N, D, tokens)
     return features < residuals
 
 
-def feature_route_is_cheaper(N: int, D: int, H: int, m: int) -> bool:
-    features, residuals = logit_macs(N, D, H, m)
+def feature_route_is_cheaper(N: int, D: int, H: int, m: int, queries: int) -> bool:
+    features, residuals = logit_macs(N, D, H, m, queries)
     return features < residuals
