@@ -56,11 +56,12 @@ class TorchToy:
     def loss(self, f):
         """(summed loss, L_recon [I]) on tokens f [I, B, m+1, N]."""
         cfg = self.cfg
+        if not (self.gram and self.features):  # residuals r = W f, shared by both products
+            r = torch.einsum("ibtn,idn->ibtd", f, self.W)
         if self.gram:
             gram = torch.einsum("idn,idk->ink", self.W, self.W)  # WᵀW [I, N, N]
             pre = torch.einsum("ibtn,ink->ibtk", f, gram)
         else:
-            r = torch.einsum("ibtn,idn->ibtd", f, self.W)
             pre = torch.einsum("ibtd,idn->ibtn", r, self.W)
         recon = torch.relu(pre + self.b)
         l_recon = (((f - recon) ** 2) @ self.importance).mean(dim=(1, 2))  # [I]
@@ -69,7 +70,6 @@ class TorchToy:
             logits = torch.einsum("ibk,ibjk->ibj", torch.einsum("ibn,ink->ibk", f[:, :, 0], qk),
                                   f[:, :, 1:])
         else:
-            r = torch.einsum("ibtn,idn->ibtd", f, self.W)
             q = torch.einsum("ibd,ihd->ibh", r[:, :, 0], self.W_Q)
             k = torch.einsum("ibjd,ihd->ibjh", r[:, :, 1:], self.W_K)
             logits = torch.einsum("ibh,ibjh->ibj", q, k)

@@ -9,8 +9,8 @@ Shapes (paper-notes notation):
   ℓ_j = f_qᵀ (Wᵀ Ω W) f_j (the form of the targets, s·f_qᵀ T f_j)
 
 Each product has two contraction orders, through the residuals or through the [N, N]
-matrix. The model takes the one with fewer multiply-adds per token (forward and backward)
-from the static shapes at trace time: for the reconstruction the [N, N] route while N is
+matrix. The model takes the one with fewer multiply-adds (forward and backward) for the
+batch at hand, from the static shapes at trace time: for the reconstruction the [N, N] route while N is
 below about 2.5 D, for the logits while N is below about (m + 1) D. The two agree to
 float32 rounding (tests/test_toy_model.py).
 """
