@@ -22,6 +22,7 @@ from toymodels.blas import one_blas_thread
 from toymodels.config import make_instances, preset
 from toymodels.errors import ConfigError
 from toymodels.models import toy as toy_model
+from toymodels.tasks.toy import step_orders
 from toymodels.train import _instance_hparams, _make_chunk_fn, init_states, program_key
 
 
@@ -76,9 +77,7 @@ def main():
             parser.error(f"{name} is not a toy preset (the contraction orders are the toy's)")
     for name, cfg in configs.items():
         cfg = cfg.replace(steps=args.steps, chunk_steps=args.steps, record_points=0)
-        queries = cfg.batch_size
-        gram = toy_model.gram_route_is_cheaper(cfg.N, cfg.D, tokens=queries * (cfg.m + 1))
-        features = toy_model.feature_route_is_cheaper(cfg.N, cfg.D, cfg.H, cfg.m, queries)
+        gram, features = step_orders(cfg)
         routes = f"{'WᵀW' if gram else 'r'}/{'WᵀΩW' if features else 'r'}"
         for n in map(int, args.instances.split(",")):
             timers = {"routes": chunk_timer(cfg, n, contextlib.nullcontext),

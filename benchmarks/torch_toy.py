@@ -9,7 +9,8 @@
   loss = L_recon + λ L_attn per instance, summed over instances (their gradients are
   independent), AdamW with the config's rate and decoupled weight decay.
 Products take the contraction order toymodels takes for the shapes (models/toy.py: through
-WᵀW and Wᵀ Ω W [N, N] when that is fewer multiply-adds), so the two loops do equal work.
+WᵀW and Wᵀ Ω W [N, N] when that is fewer multiply-adds; tasks/toy.step_orders), so the two
+loops do equal work.
 """
 
 import math
@@ -17,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from toymodels.models.toy import feature_route_is_cheaper, gram_route_is_cheaper
+from toymodels.tasks.toy import step_orders
 
 
 class TorchToy:
@@ -39,8 +40,7 @@ class TorchToy:
         self.opt = torch.optim.AdamW([self.W, self.b, self.W_Q, self.W_K], lr=cfg.learning_rate,
                                      weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(seed + 1)
-        self.gram = gram_route_is_cheaper(N, D, tokens=cfg.batch_size * (cfg.m + 1))
-        self.features = feature_route_is_cheaper(N, D, H, cfg.m, queries=cfg.batch_size)
+        self.gram, self.features = step_orders(cfg)
 
     def step(self):
         cfg, I = self.cfg, self.I

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toymodels.config import ToyConfig
+from toymodels.models.toy import feature_route_is_cheaper, gram_route_is_cheaper
 from toymodels.tasks.features import sample_features, sample_onehot
 
 
@@ -38,6 +39,15 @@ def sample_batch(key, p_active, batch_size: int, m: int, tokens: str = "sparse")
     f_q = sample_features(k_q, p_active, (batch_size, N))
     f_k = sample_features(k_k, p_active, (batch_size, m, N))
     return f_q, f_k
+
+
+def step_orders(cfg: ToyConfig) -> tuple[bool, bool]:
+    """(reconstruction through WᵀW, logits through Wᵀ Ω W): the contraction orders the
+    model takes in a training step, whose losses reconstruct the B(m + 1) tokens of a
+    batch and score B queries (models/toy.py)."""
+    B = cfg.batch_size
+    return (gram_route_is_cheaper(cfg.N, cfg.D, tokens=B * (cfg.m + 1)),
+            feature_route_is_cheaper(cfg.N, cfg.D, cfg.H, cfg.m, queries=B))
 
 
 def second_moment(cfg: ToyConfig) -> np.ndarray:
