@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: the last names of instance,layer,head)")
     an.add_argument("--out", help="(.npz input) output directory (default: PATH without "
                     ".npz, plus _analysis)")
+    an.add_argument("--overwrite", action="store_true",
+                    help="(.npz input) replace an earlier analysis in --out (only its files)")
     an.add_argument("--rel-tol", type=float, default=None,
                     help="σ_k is significant when σ_k > rel_tol·σ_1 (default 0.01)")
     an.add_argument("--seed", type=int, default=0, help="seed of the random-rotation baseline")
@@ -224,14 +226,19 @@ def _analyze(args) -> int:
     from toymodels.analysis.svd import DEFAULT_REL_TOL
     from toymodels.config import parse_template
 
+    from toymodels.config import check_seed
     path = Path(args.path)
+    check_seed(args.seed, "--seed")
     rel_tol = DEFAULT_REL_TOL if args.rel_tol is None else args.rel_tol
     if not 0 <= rel_tol < 1:
         raise AnalysisInputError(f"--rel-tol must be in [0, 1), got {rel_tol}")
     if path.is_dir():
-        if args.features or args.template or args.axes is not None or args.out:
+        if args.features or args.template or args.axes is not None or args.out \
+                or args.overwrite:
             raise AnalysisInputError("a run directory carries its own features, template and "
-                                     "axes; --features/--template/--axes/--out are for .npz input")
+                                     "axes, and its analysis/ is always recomputed; "
+                                     "--features/--template/--axes/--out/--overwrite are for "
+                                     ".npz input")
         from toymodels.run import reanalyze
         out = reanalyze(path, rel_tol=rel_tol, seed=args.seed)
     elif path.suffix == ".npz" and path.is_file():
@@ -245,7 +252,7 @@ def _analyze(args) -> int:
         axes = None if args.axes is None else check_axes(
             tuple(a.strip() for a in args.axes.split(",")))
         out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
-        check_out_dir(out, True, marker=ANALYSIS_MARKER)  # before any work
+        check_out_dir(out, args.overwrite, marker=ANALYSIS_MARKER)  # before any work
         weights = _load_arrays(path)
         features = _load_array(Path(args.features))
         from toymodels.analysis.alignment import analyze
@@ -254,7 +261,8 @@ def _analyze(args) -> int:
                            rel_tol=rel_tol, seed=args.seed)
         write_analysis(out, analysis, {"source": str(path), "features": args.features,
                                        "template": [list(p) for p in template],
-                                       "rel_tol": rel_tol, "seed": args.seed})
+                                       "rel_tol": rel_tol, "seed": args.seed},
+                       overwrite=args.overwrite)
     else:
         raise AnalysisInputError(f"{path} is neither a run directory nor an .npz file")
     from toymodels.analysis.alignment import heads_overview
@@ -327,32 +335,22 @@ def _theory(args) -> int:
 
 
 def _load_arrays(path):
-    import zipfile
+    from toymodels.arrays import read_npz
 
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            weights = {k: f[k] for k in ("W_Q", "W_K", "W_V", "W_O") if k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise AnalysisInputError(f"cannot read {path} as .npz: {e}") from None
+    weights = read_npz(path, AnalysisInputError, keys=("W_Q", "W_K", "W_V", "W_O"))
     if not weights:
         raise AnalysisInputError(f"{path} holds none of W_Q, W_K, W_V, W_O")
     return weights
 
 
 def _load_array(path):
-    import numpy as np
+    from toymodels.arrays import read_npy
 
     if not path.is_file():
         raise AnalysisInputError(f"--features {path} does not exist")
-    try:
-        features = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise AnalysisInputError(f"cannot read --features {path} as .npy: {e}") from None
-    if not isinstance(features, np.ndarray):  # an .npz holds several arrays
+    if path.suffix == ".npz":
         raise AnalysisInputError(f"--features {path} must be one array saved as .npy")
-    return features
+    return read_npy(path, AnalysisInputError)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ compile or touches a run directory.
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -340,17 +341,27 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def check_seeds(seeds, what: str = "seeds") -> tuple[int, ...]:
     """The one check of seeds, for run, sweep and the API: at least one, each an integer in
     [0, 2**32 - 1] (not a bool), none twice, at most MAX_SEEDS."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(f"{what} must be a list of integers like [0, 1, 2], got {seeds!r}")
     seeds = list(seeds)
     if not seeds:
         raise ConfigError(f"{what}: a run needs at least one seed")
     if len(seeds) > MAX_SEEDS:
         raise ConfigError(f"{what} gives {len(seeds):,} seeds; at most {MAX_SEEDS:,} are allowed")
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
-            raise ConfigError(f"{what}: seed {s!r} must be an integer in [0, {MAX_SEED}]")
+        check_seed(s, f"{what}: seed")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{what} lists a seed twice")
     return tuple(seeds)
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """One seed (of a rotation control, a prompt generator, an analysis baseline): an integer
+    in [0, 2**32 - 1], as check_seeds requires of training seeds."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what} {seed!r} must be an integer in [0, {MAX_SEED}]")
+    return int(seed)
 
 
 # ---- resources: refuse what cannot fit, before anything is built -------------------
@@ -424,8 +435,18 @@ def make_instances(cfg: ToyConfig, seeds, vary: dict | None = None) -> list[Inst
     """
     import itertools
 
+    if not isinstance(cfg, (ToyConfig, TransformerConfig)):
+        raise ConfigError(f"make_instances needs a config (toymodels.preset(name)), got "
+                          f"{type(cfg).__name__}")
+    if vary is not None and not isinstance(vary, dict):
+        raise ConfigError(f"vary must map a field to its values, e.g. {{'lam': [1.0, 2.0]}}, "
+                          f"got {vary!r}")
+    for name, values in (vary or {}).items():
+        if not isinstance(values, (list, tuple)):
+            raise ConfigError(f"vary {name}: give a list of values, e.g. [1.0, 2.0], got "
+                              f"{values!r}")
+    seeds = check_seeds(seeds)
     if isinstance(cfg, TransformerConfig):
-        seeds = check_seeds(seeds)
         check_fits(cfg, len(seeds) * math.prod(len(v) for v in (vary or {}).values()))
         return make_transformer_instances(cfg, seeds, vary)
 

@@ -159,15 +159,32 @@ class TransformerConfig:
         if self.embedding == "fixed" and self.N < self.D:
             raise ConfigError(f"a fixed frame needs N >= D (got N={self.N}, D={self.D}); "
                               "raise N (background features) or lower D")
+        if self.embedding == "fixed" and self.D < 2:
+            raise ConfigError(f"a fixed frame needs D >= 2 (got D={self.D}); raise D or set "
+                              "embedding=learned")
         if self.embedding == "fixed" and not 0 <= self.anisotropy < self.D - 1:
             raise ConfigError(f"anisotropy must be in [0, D-1) = [0, {self.D - 1}), "
                               f"got {self.anisotropy}")
         self._check_features()
 
     def _check_features(self):
-        if not isinstance(self.pairs, tuple) or not self.pairs:
+        # Lists from the API or TOML become tuples (the config is frozen and hashable).
+        for name in ("pairs", "value_features", "value_gains"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "pairs", tuple(tuple(p) if isinstance(p, list) else p
+                                                 for p in self.pairs)
+                           if isinstance(self.pairs, tuple) else self.pairs)
+        if not isinstance(self.pairs, tuple):
+            raise ConfigError(f"pairs must be (query_feature, key_feature, weight) triples, "
+                              f"e.g. 0:1:1.0,2:3:0.5, got {self.pairs!r}")
+        if not self.pairs:
             raise ConfigError("pairs must list at least one (query_feature, key_feature, weight)")
-        if not isinstance(self.value_features, tuple) or not self.value_features:
+        if not isinstance(self.value_features, tuple):
+            raise ConfigError(f"value_features must be feature indices, e.g. 4,5, got "
+                              f"{self.value_features!r}")
+        if not self.value_features:
             raise ConfigError("value_features must list at least one feature")
         if not isinstance(self.value_gains, tuple):
             raise ConfigError("value_gains must be a tuple of numbers, one per value feature")
@@ -189,7 +206,9 @@ class TransformerConfig:
         keys = [p[1] for p in self.pairs]
         for name, idx in (("query", queries), ("key", keys), ("value", self.value_features)):
             for i in idx:
-                if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.N:
+                if isinstance(i, bool) or not isinstance(i, int):
+                    raise ConfigError(f"{name} feature {i!r} must be an integer feature index")
+                if not 0 <= i < self.N:
                     raise ConfigError(f"{name} feature {i!r} is outside the features "
                                       f"0..{self.N - 1} (N={self.N})")
             if len(set(idx)) != len(idx):

@@ -47,8 +47,9 @@ def plot_nrecon(sad_dir, out_path):
         groups = [np.flatnonzero(g == i) for i in range(len(h["head"]))]
         pos = np.arange(len(groups))
         for offset, col, color in ((-0.2, "n_recon", HEADS_COLOR), (0.2, "n_recon_rot", ROT_COLOR)):
-            data = [f[col][idx] if len(idx) else [np.nan] for idx in groups]
-            q = np.array([np.nanpercentile(d, [25, 50, 75]) for d in data])
+            # a head without firings has no quartiles (NaN: not drawn, and no warning)
+            q = np.array([np.percentile(f[col][idx], [25, 50, 75]) if len(idx)
+                          else [np.nan] * 3 for idx in groups]).reshape(-1, 3)
             ax1.vlines(pos + offset, q[:, 0], q[:, 2], color=color, lw=1.2, alpha=0.7)
             ax1.plot(pos + offset, q[:, 1], "o", ms=2.5, color=color)
         for layer in range(1, len(groups) // n):
@@ -66,7 +67,9 @@ def plot_head_map(sad_dir, out_path):
     L, n = int(h["layer"].max()) + 1, int(h["head"].max()) + 1
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * L + 1.6), layout="constrained")
-        vmax = np.nanmax(np.concatenate([h["median_n_recon"], h["median_n_recon_rot"]]))
+        medians = np.concatenate([h["median_n_recon"], h["median_n_recon_rot"]])
+        medians = medians[np.isfinite(medians)]  # heads without firings have none
+        vmax = float(medians.max()) if medians.size else 1.0
         for ax, col, title in ((axes[0], "median_n_recon", "median N_recon"),
                                (axes[1], "median_n_recon_rot", "rotated control")):
             grid = np.full((L, n), np.nan)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 from toymodels.errors import AnalysisInputError
 
+MAX_PROMPTS = 1_000_000
+"""More prompts than this are refused before any is built (analysis.sad.check_fits then
+checks the memory they need)."""
+
 NAMES = ("Mary", "John", "Alice", "Bob", "Sarah", "James", "Emma", "Michael", "Anna", "David",
          "Laura", "Tom", "Kate", "Paul", "Lisa", "Mark", "Rachel", "Daniel", "Julia", "Peter")
 PLACES = ("store", "park", "school", "hospital", "office", "restaurant", "garden", "station",
@@ -42,6 +46,9 @@ def read_prompts(path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise AnalysisInputError(f"cannot read prompt file {path}: {e}") from None
     prompts = [line.strip() for line in lines if line.strip()]
+    if len(prompts) > MAX_PROMPTS:
+        raise AnalysisInputError(f"prompt file {path} has {len(prompts):,} prompts; at most "
+                                 f"{MAX_PROMPTS:,} are allowed")
     if not prompts:
         raise AnalysisInputError(f"prompt file {path} is empty; give one prompt per line")
     return prompts
@@ -59,5 +66,18 @@ def parse_prompts(spec: str) -> list[str]:
         except (ValueError, IndexError):
             raise AnalysisInputError(f"--prompts {spec!r}: expected ioi:N or ioi:N:SEED, "
                                      "e.g. ioi:64") from None
+        check_prompt_count(n, seed, spec)
         return ioi_prompts(n, seed)
     return read_prompts(spec)
+
+
+def check_prompt_count(n: int, seed: int, spec: str) -> None:
+    """A generated prompt set's count and seed, before any prompt is made."""
+    from toymodels.config import MAX_SEED
+
+    if not 1 <= n <= MAX_PROMPTS:
+        raise AnalysisInputError(f"--prompts {spec!r}: the count must be in [1, "
+                                 f"{MAX_PROMPTS:,}], got {n:,}")
+    if not 0 <= seed <= MAX_SEED:
+        raise AnalysisInputError(f"--prompts {spec!r}: the seed must be in [0, {MAX_SEED}], "
+                                 f"got {seed}")

@@ -34,6 +34,7 @@ killed between saves.
 
 import contextlib
 import json
+import numbers
 import os
 import shutil
 import sys
@@ -156,6 +157,7 @@ def check_checkpoints(plan: CheckpointPlan, overwrite: bool = False, what: str =
         theirs = None
     ours = _jsonable(plan.identity)
     if theirs == ours:
+        _refuse_links(plan.path)
         return
     if overwrite:
         shutil.rmtree(plan.path)
@@ -163,6 +165,26 @@ def check_checkpoints(plan: CheckpointPlan, overwrite: bool = False, what: str =
         return
     raise RunDirError(f"{what} has checkpoints of an unfinished run with "
                       f"{differences(theirs, ours)} in {plan.path}; {remedy}")
+
+
+def _refuse_links(path: Path) -> None:
+    """RunDirError if a checkpoint folder holds a symbolic link: toymodels writes none, and
+    resuming through one (or removing it as damaged) would touch files outside the folder."""
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            if (Path(root) / name).is_symlink():
+                raise RunDirError(f"{Path(root) / name} is a symbolic link, which toymodels "
+                                  f"never writes among checkpoints; remove it, or delete {path} "
+                                  "to start from step 0")
+
+
+def _remove(path: Path) -> str:
+    """Remove a damaged checkpoint step; says what happened, for the note."""
+    try:
+        shutil.rmtree(path)
+    except OSError as e:
+        return f"could not remove it ({e.strerror or e})"
+    return "removed it"
 
 
 def differences(theirs: dict, ours: dict) -> str:
@@ -267,8 +289,8 @@ class Session:
                     return self._read(step, expect_params, expect_opt, n_real, n_recorded)
                 except Exception as e:  # orbax and tensorstore raise many kinds
                     problem = f"unreadable: {_first_line(e)}"
-            note(f"{where} is damaged ({problem}); removed it, trying the one before")
-            shutil.rmtree(self.steps_dir / str(step), ignore_errors=True)
+            removed = _remove(self.steps_dir / str(step))
+            note(f"{where} is damaged ({problem}); {removed}, trying the one before")
             if self._manager is not None:
                 self._manager.reload()
         if steps:
@@ -281,10 +303,12 @@ class Session:
             return []
         steps = []
         for entry in self.steps_dir.iterdir():
+            if entry.is_symlink():
+                _refuse_links(self.steps_dir)
             if ORBAX_TMP in entry.name:
+                removed = _remove(entry)
                 note(f"checkpoint {entry.name.split('.')[0]} in {self.plan.path} was never "
-                     "finished (killed while saving); removed it")
-                shutil.rmtree(entry, ignore_errors=True)
+                     f"finished (killed while saving); {removed}")
             elif entry.name.isdigit() and entry.is_dir():
                 steps.append(int(entry.name))
         return sorted(steps, reverse=True)
@@ -444,9 +468,13 @@ class Checkpoints:
             raise RunDirError(f"{self.path} holds no checkpoints (a run keeps them with "
                               "--keep-checkpoints)")
         self.steps = sorted(int(p.name) for p in steps_dir.iterdir()
-                            if p.name.isdigit() and p.is_dir())
+                            if p.name.isdigit() and p.is_dir() and not p.is_symlink())
 
     def state_at(self, step: int) -> dict:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise RunDirError(f"step must be an integer, one of the kept steps "
+                              f"{', '.join(map(str, self.steps)) or '(none)'}; got {step!r}")
+        step = int(step)
         if step not in self.steps:
             raise RunDirError(f"no checkpoint at step {step} in {self.path}; kept steps: "
                               f"{', '.join(map(str, self.steps)) or 'none'}")

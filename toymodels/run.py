@@ -185,8 +185,10 @@ def reanalyze(run_dir, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0) -> Path:
         analysis = family.analyze_params(loaded.config, params, rel_tol, seed)
     else:
         analysis = analyze_params(loaded.config, params, rel_tol, seed)
+    # The run's own analysis is derived from its parameters: replaced on every call (its
+    # files only; anything the user put in analysis/ makes this refuse).
     return write_analysis(Path(run_dir) / "analysis", analysis,
-                          analysis_meta(run_dir, loaded.config, rel_tol, seed))
+                          analysis_meta(run_dir, loaded.config, rel_tol, seed), overwrite=True)
 
 
 def summary_table(summary: dict) -> str:

@@ -81,6 +81,8 @@ def run_dir_inputs(run_dir: Path, prompts_spec: str, instance: int = 0):
     """A toymodels transformer run: its instance's heads on sequences of its own task
     (--prompts task:N or task:N:SEED; every query carries its query feature).
     Returns (SadInputs, prompt names)."""
+    from toymodels.analysis.sad import check_fits
+    from toymodels.prompts import check_prompt_count
     from toymodels.store import load_run
     from toymodels.run_transformer import attention_inputs, task_sequences, token_names
 
@@ -89,11 +91,10 @@ def run_dir_inputs(run_dir: Path, prompts_spec: str, instance: int = 0):
         if parts[0] != "task" or len(parts) not in (2, 3):
             raise ValueError
         n, seed = int(parts[1]), int(parts[2]) if len(parts) == 3 else 0
-        if n < 1:
-            raise ValueError
     except ValueError:
         raise AnalysisInputError(f"--prompts {prompts_spec!r}: a run directory takes sequences "
                                  "of its own task, task:N or task:N:SEED, e.g. task:256") from None
+    check_prompt_count(n, seed, prompts_spec)
     run = load_run(run_dir)
     if getattr(run.config, "family", "toy") != "transformer":
         raise RunDirError(f"{run_dir}: the paper's toy model has no sequences to decompose; "
@@ -102,6 +103,7 @@ def run_dir_inputs(run_dir: Path, prompts_spec: str, instance: int = 0):
         raise AnalysisInputError(f"--instance {instance}: the run has "
                                  f"{len(run.summary['instances'])} instances")
     cfg = run.config
+    check_fits(cfg.n_layers, cfg.n_heads, n, cfg.T, cfg.D, f"--prompts {prompts_spec}")
     batch = task_sequences(cfg, n, seed)
     try:
         arrays = attention_inputs(cfg, {k: v[instance] for k, v in run.params.items()},
@@ -138,29 +140,36 @@ def checkpoint_inputs(ckpt, encoded, fold_layernorm: bool) -> SadInputs:
 
 
 def run(args) -> int:
-    from toymodels.analysis.sad import SadOptions
+    from toymodels.analysis.sad import SadOptions, check_fits
     from toymodels.prompts import parse_prompts
-    from toymodels.store import check_out_dir
+    from toymodels.store import check_out_dir, claim
 
-    out = check_out_dir(args.out, args.overwrite, marker="sad.json")  # before any work
+    from toymodels.config import check_seed
+    check_out_dir(args.out, args.overwrite, marker="sad.json")  # before any work
+    check_seed(args.seed, "--seed")
     options = SadOptions(threshold=args.threshold, recon_frac=args.recon_frac,
                          exclude_special=not args.include_special, seed=args.seed)
     options.check()
     model = Path(args.model)
-    t0 = time.perf_counter()
-    if model.is_dir() and (model / "summary.json").is_file() \
-            and not (model / "config.json").is_file():
-        inputs, prompts = run_dir_inputs(model, args.prompts, args.instance)
-    else:
-        prompts = parse_prompts(args.prompts)
-        from toymodels.checkpoints import load_checkpoint
-        ckpt = load_checkpoint(args.model)
-        encoded = ckpt.encode(prompts, prepend_bos=args.prepend_bos)  # checks lengths
-        inputs = checkpoint_inputs(ckpt, encoded, args.fold_layernorm)
-    t_forward = time.perf_counter() - t0
-    record = analyze_and_write(inputs, prompts, args.prompts, out, options,
-                               progress=not args.no_progress,
-                               timing={"load_and_forward_s": t_forward})
+    with claim(args.out, args.overwrite, marker="sad.json") as out:
+        t0 = time.perf_counter()
+        if model.is_dir() and (model / "summary.json").is_file() \
+                and not (model / "config.json").is_file():
+            inputs, prompts = run_dir_inputs(model, args.prompts, args.instance)
+        else:
+            prompts = parse_prompts(args.prompts)
+            from toymodels.checkpoints import load_checkpoint
+            ckpt = load_checkpoint(args.model)
+            encoded = ckpt.encode(prompts, prepend_bos=args.prepend_bos)  # checks lengths
+            heads = ckpt.heads.W_Q.shape
+            check_fits(heads[0], heads[1], len(prompts), encoded.special.shape[1],
+                       heads[3], f"--prompts {args.prompts}")
+            inputs = checkpoint_inputs(ckpt, encoded, args.fold_layernorm)
+        t_forward = time.perf_counter() - t0
+        record = analyze_and_write(inputs, prompts, args.prompts, out, options,
+                                   progress=not args.no_progress,
+                                   timing={"load_and_forward_s": t_forward},
+                                   overwrite=args.overwrite)
     o = record["overall"]
     print(f"{inputs.name}: {len(prompts)} prompts, {o['heads']} heads, {o['firings']} firings "
           f"decomposed -> {out}")
@@ -169,8 +178,9 @@ def run(args) -> int:
 
 
 def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, options,
-                      progress=True, timing=None) -> dict:
-    """Decompose, then write the tables, sad.json and figures atomically into out."""
+                      progress=True, timing=None, overwrite: bool = False) -> dict:
+    """Decompose, then write the tables, sad.json and figures atomically into out (replacing
+    an earlier SAD output there with overwrite; call it inside store.claim(out))."""
     from toymodels.analysis import sad
     from toymodels.plots_sad import plot_head_map, plot_nrecon
     from toymodels.store import git_commit, staged, versions, write_json
@@ -194,7 +204,7 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
                           is None else "fixed", "recon_rtol": sad.RECON_RTOL},
               "overall": sad.overall(firings, heads),
               "versions": {**versions(), **_extra_versions()}, "git_commit": git_commit()}
-    with staged(out) as staging:
+    with staged(out, overwrite, marker="sad.json") as staging:
         sad.write_parquet(staging / "firings.parquet", firings)
         sad.write_parquet(staging / "heads.parquet", heads)
         write_json(staging / "sad.json", record)

@@ -36,20 +36,88 @@ PARAM_KEYS = ("W", "b", "W_Q", "W_K")
 ANALYSIS_MARKER = "analysis.json"
 
 
-def check_out_dir(out_dir, overwrite: bool, marker: str = "summary.json") -> Path:
-    """Fail early, before any work, if out_dir cannot receive a run (an existing one is
-    recognised by its marker file)."""
+def check_out_dir(out_dir, overwrite: bool, marker: str = "summary.json",
+                  flag: str = "--out") -> Path:
+    """Fail early, before any work, if out_dir cannot receive a result (an existing one is
+    recognised by its marker file). overwrite replaces only a result toymodels wrote: a
+    folder holding anything else (a file the user added, a result of an older version that
+    did not record its files) is refused, and so is a symbolic link (see refuse_link)."""
     out = Path(out_dir)
+    refuse_link(out, flag)
     if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out} is a file; give a directory path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(f"--out {out} already exists and is not empty; pass --overwrite "
-                          "to replace it or choose another directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
-        raise RunDirError(f"--out {out} holds files that are not a toymodels run; "
-                          "refusing to replace it")
-    check_creatable(out, "--out")
+        raise RunDirError(f"{flag} {out} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"{flag} {out} already exists and is not empty; pass --overwrite "
+                              "to replace it or choose another directory")
+        if not (out / marker).exists():
+            raise RunDirError(f"{flag} {out} holds files that are not a toymodels result; "
+                              "refusing to replace it")
+        foreign = foreign_files(out)
+        if foreign is None:
+            raise RunDirError(f"{flag} {out} was written by a toymodels version that did not "
+                              "record its files, so --overwrite cannot tell them from yours; "
+                              "delete it yourself or choose another directory")
+        if foreign:
+            raise RunDirError(f"{flag} {out} holds {_listing(foreign)} that toymodels did not "
+                              "write; --overwrite replaces only toymodels' own files: move "
+                              "them out or choose another directory")
+    check_creatable(out, flag)
     return out
+
+
+def refuse_link(path, flag: str = "--out") -> None:
+    """RunDirError if path itself is a symbolic link (dangling or not). A result directory is
+    replaced by renaming, which would replace the link rather than what it points to, so
+    links are refused up front, and again at commit; links among its parents are fine."""
+    path = Path(path)
+    if path.is_symlink():
+        raise RunDirError(f"{flag} {path} is a symbolic link (to {os.readlink(path)}); give "
+                          "the directory it points to, or another path")
+
+
+OWNED_FILES = ".toymodels-files"
+"""JSON in every committed result directory: the files toymodels put there, so that
+--overwrite can replace them and refuse whatever else appeared (foreign_files)."""
+
+
+def record_files(folder: Path) -> None:
+    """Write folder/OWNED_FILES listing every file and link under folder."""
+    write_json(folder / OWNED_FILES, {"files": sorted(
+        str(p.relative_to(folder)) for p in _entries(folder) if p.name != OWNED_FILES)})
+
+
+def _entries(folder: Path):
+    """Files and links under folder; links are not followed."""
+    for root, dirs, files in os.walk(folder):
+        root = Path(root)
+        yield from (root / name for name in files)
+        yield from (root / name for name in dirs if (root / name).is_symlink())
+
+
+def foreign_files(out: Path) -> list[str] | None:
+    """Paths under out (relative) that no toymodels commit recorded, nested results (an
+    analysis/ inside a run) by their own record; None if out records nothing at all."""
+    out = Path(out)
+    if not (out / OWNED_FILES).is_file():
+        return None
+    owned = set()
+    for root, _, files in os.walk(out):
+        if OWNED_FILES in files:
+            root = Path(root)
+            try:
+                listed = json.loads((root / OWNED_FILES).read_text()).get("files", [])
+            except (OSError, ValueError, AttributeError):
+                listed = []  # unreadable: nothing below it counts as ours
+            owned |= {root / p for p in listed if isinstance(p, str)}
+    return sorted(str(p.relative_to(out)) for p in _entries(out)
+                  if p.name != OWNED_FILES and p not in owned)
+
+
+def _listing(paths: list[str], at_most: int = 3) -> str:
+    shown = ", ".join(paths[:at_most])
+    more = f" and {len(paths) - at_most} more" if len(paths) > at_most else ""
+    return f"{'a file' if len(paths) == 1 else 'files'} ({shown}{more})"
 
 
 def check_creatable(path, flag: str) -> None:
@@ -75,14 +143,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def claim(out_dir, overwrite: bool = False, marker: str = "summary.json"):
+def claim(out_dir, overwrite: bool = False, marker: str = "summary.json",
+          resume: bool = False):
     """Hold out_dir for one writer, from before any work until its result is committed.
 
-    Checks out_dir (check_out_dir), creates its parent folders (so an unusable path
+    Checks out_dir (check_out_dir; with resume, a directory the caller adds to in place,
+    as a sweep does, only that it is no link and can be created), creates its parent folders (so an unusable path
     fails now, not after training), takes an exclusive lock `.<name>.lock` beside it
     (another process writing there gets a one-line RunDirError), and tidies what a
     killed writer left: its staging folders, and a previous run it had moved aside."""
-    out = check_out_dir(out_dir, overwrite, marker)
+    if resume:
+        out = Path(out_dir)
+        refuse_link(out)
+        check_creatable(out, "--out")
+    else:
+        out = check_out_dir(out_dir, overwrite, marker)
     created = _make_parents(out)
     try:
         lock = _lock(out)
@@ -205,17 +280,26 @@ def staged(out: Path, overwrite: bool = False, marker: str = "summary.json"):
 
 def commit_dir(staging: Path, out: Path, overwrite: bool = False,
                marker: str = "summary.json") -> None:
-    """Move a finished staging folder to out. Decided now, not when the run started:
+    """Move a finished staging folder to out, first recording its files (OWNED_FILES).
+    Decided now, not when the run started:
 
     - out missing or empty: rename (rename(2) may replace an empty directory: nothing lost);
-    - overwrite and out holds a previous result (its marker file): that result is moved
-      aside, the new one renamed in, the old one deleted (put back if the rename fails);
-    - anything else (files appeared in out meanwhile, or no overwrite): nothing in out is
-      touched; the new result is kept beside it as out.conflict-<time> and RunDirError
-      says so. Nothing is ever deleted that this run did not create, or replace on request.
+    - overwrite and out holds a previous result (its marker file) and nothing toymodels did
+      not write: that result is moved aside, the new one renamed in, the old one deleted
+      (put back if the rename fails);
+    - anything else (out became a link, files appeared in it meanwhile, or no overwrite):
+      nothing in out is touched; the new result is kept beside it as out.conflict-<time>
+      and RunDirError says so. Nothing is ever deleted that toymodels did not write.
     """
+    record_files(staging)
     out = out.absolute()
+    if out.is_symlink():
+        _keep_as_conflict(staging, out, "became a symbolic link during the run")
     if overwrite and out.is_dir() and (out / marker).exists():
+        foreign = foreign_files(out)
+        if foreign != []:
+            _keep_as_conflict(staging, out, "gained files toymodels did not write during the "
+                              f"run ({_listing(foreign or ['unrecorded files'])})")
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.rename(out, old)
         try:
@@ -231,11 +315,11 @@ def commit_dir(staging: Path, out: Path, overwrite: bool = False,
         _keep_as_conflict(staging, out)
 
 
-def _keep_as_conflict(staging: Path, out: Path):
+def _keep_as_conflict(staging: Path, out: Path, why: str = "was changed by someone else "
+                      "during the run"):
     kept = out.with_name(f"{out.name}.conflict-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     os.rename(staging, kept)
-    raise RunDirError(f"{out} was changed by someone else during the run, so it was left as "
-                      f"it is; the new results are in {kept}")
+    raise RunDirError(f"{out} {why}, so it was left as it is; the new results are in {kept}")
 
 
 def write_json(path: Path, obj) -> None:
@@ -311,14 +395,11 @@ def read_json(path: Path, what: str = "toymodels") -> dict:
 
 
 def _load_npz(path: Path, required=()) -> dict[str, np.ndarray]:
-    """Numeric arrays from an .npz, never unpickling; RunDirError naming the file else."""
-    import zipfile
+    """Numeric arrays from an .npz, headers checked before allocating, never unpickling;
+    RunDirError naming the file else."""
+    from toymodels.arrays import read_npz
 
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise RunDirError(f"{path} is unreadable or corrupt: {e}") from None
+    arrays = read_npz(path, RunDirError)
     missing = [k for k in required if k not in arrays]
     if missing:
         raise RunDirError(f"{path} lacks {', '.join(missing)}")
@@ -335,6 +416,8 @@ def load_run(run_dir) -> LoadedRun:
     A run made with --keep-checkpoints also gives its parameters during training:
     `load_run(d).checkpoint_steps` lists the kept steps, `load_run(d).params_at(step)`
     returns {name: [I, ...]} after that many steps (the last kept step is the final one)."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise RunDirError(f"load_run needs a run directory's path, got {run_dir!r}")
     run_dir = Path(run_dir)
     missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
     if missing:
@@ -348,13 +431,37 @@ def load_run(run_dir) -> LoadedRun:
     required = ({"params": ("E", "W_Q", "W_K", "W_V", "W_O"), "curves": ("task",)}
                 if config_class is TransformerConfig else
                 {"params": PARAM_KEYS, "curves": ("recon", "attn")})
+    instances = summary.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise RunDirError(f"{run_dir}/summary.json lists no instances")
+    params = _load_npz(run_dir / "params.npz", required["params"])
+    _check_param_shapes(run_dir, params, param_shapes(config, len(instances)))
     return LoadedRun(config=config, summary=summary,
-                     params=_load_npz(run_dir / "params.npz", required["params"]),
+                     params=params,
                      curves=_load_npz(run_dir / "curves.npz", required["curves"]),
                      analysis=_load_npz(run_dir / "analysis.npz"),
                      dynamics=_load_npz(run_dir / "dynamics.npz")
                      if (run_dir / "dynamics.npz").exists() else None,
                      run_dir=run_dir)
+
+
+def param_shapes(cfg, n_instances: int) -> dict[str, tuple[int, ...]]:
+    """The shapes a run of n_instances of cfg stores in params.npz (its core arrays)."""
+    I = n_instances
+    if isinstance(cfg, TransformerConfig):
+        L, n, H, D = cfg.n_layers, cfg.n_heads, cfg.H, cfg.D
+        return {"E": (I, D, cfg.N), "W_Q": (I, L, n, H, D), "W_K": (I, L, n, H, D),
+                "W_V": (I, L, n, H, D), "W_O": (I, L, n, D, H)}
+    return {"W": (I, cfg.D, cfg.N), "b": (I, cfg.N), "W_Q": (I, cfg.H, cfg.D),
+            "W_K": (I, cfg.H, cfg.D)}
+
+
+def _check_param_shapes(run_dir, params, expected) -> None:
+    for name, shape in expected.items():
+        if params[name].shape != shape:
+            raise RunDirError(f"{run_dir}/params.npz: {name} has shape {params[name].shape}, "
+                              f"but summary.json's config and instances say {shape}; the "
+                              "files come from different runs")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -368,13 +475,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
 
 
-def write_analysis(out_dir, analysis, meta: dict) -> Path:
+def write_analysis(out_dir, analysis, meta: dict, overwrite: bool = False) -> Path:
     """Write an analysis as out_dir/{heads,pairs,features}.csv, arrays.npz and
-    analysis.json (what was analysed, and how), replacing a previous analysis in out_dir
-    atomically (never a folder that holds anything else)."""
+    analysis.json (what was analysed, and how), atomically; with overwrite it replaces a
+    previous analysis in out_dir (never a folder that holds anything else)."""
     out = Path(out_dir)
-    with claim(out, overwrite=True, marker=ANALYSIS_MARKER), \
-            staged(out, overwrite=True, marker=ANALYSIS_MARKER) as staging:
+    with claim(out, overwrite=overwrite, marker=ANALYSIS_MARKER), \
+            staged(out, overwrite=overwrite, marker=ANALYSIS_MARKER) as staging:
         write_csv(staging / "heads.csv", analysis.heads)
         write_csv(staging / "pairs.csv", analysis.pairs)
         write_csv(staging / "features.csv", analysis.features)

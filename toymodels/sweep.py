@@ -70,7 +70,9 @@ class SweepSpec:
     def canonical_hash(self) -> str:
         """Equal for specs that describe the same sweep however they were written
         (seeds as '0-3' or a list, 1 or 1.0 for a float field)."""
-        typed = {kind: {k: ([_typed(k, v) for v in vals] if kind != "set" else _typed(k, vals))
+        config_class = type(preset(self.preset))
+        typed = {kind: {k: ([_typed(k, v, config_class) for v in vals] if kind != "set"
+                            else _typed(k, vals, config_class))
                         for k, vals in getattr(self, kind).items()}
                  for kind in ("set", "grid", "zip")}
         blob = json.dumps({"preset": self.preset, "seeds": list(self.seeds), **typed},
@@ -117,8 +119,11 @@ def _typed(name: str, value, config_class=ToyConfig):
             return parse_template(value)
         if isinstance(value, list):
             return tuple(tuple(p) if isinstance(p, list) else p for p in value)
-    if name == "pairs" and isinstance(value, list):  # a transformer's planted pairs
-        return tuple(tuple(p) if isinstance(p, list) else p for p in value)
+    if name == "pairs":  # a transformer's planted pairs, as --set takes them or as lists
+        if isinstance(value, str):
+            return parse_template(value)
+        if isinstance(value, list):
+            return tuple(tuple(p) if isinstance(p, list) else p for p in value)
     if name in ("value_features", "value_gains") and isinstance(value, list):
         return tuple(value)
     return value
@@ -301,7 +306,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=N
     for group in groups:
         check_every(checkpoint_every, keep_checkpoints, group.cfg)
     # Groups land in the directory one by one, so it is locked for the whole sweep.
-    with claim(out_dir, overwrite=True, marker="manifest.json") as out:
+    with claim(out_dir, resume=True) as out:
         return _run_groups(spec, groups, out, backend, ray_address, progress,
                            checkpoint_every, keep_checkpoints)
 
@@ -309,9 +314,10 @@ def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=N
 def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
     """The manifest already in out_dir ({} if none). RunDirError if out_dir is not a sweep
     directory, or holds another spec's sweep (its rows are never dropped or mixed)."""
-    from toymodels.store import read_json
+    from toymodels.store import read_json, refuse_link
 
     out = Path(out_dir)
+    refuse_link(out)
     ours = (out / "manifest.json").is_file() or (out / "groups").is_dir()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not ours)):
         raise RunDirError(f"--out {out} exists and is not a sweep directory; choose another")

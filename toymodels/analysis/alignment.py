@@ -66,7 +66,7 @@ def _numeric(name: str, array) -> np.ndarray:
     """array as float32, refusing non-numbers and NaN/inf (metrics of them would read
     like measurements)."""
     a = np.asarray(array)
-    if a.dtype.kind not in "biuf":
+    if a.dtype.kind not in "iuf":  # booleans too: True/False are no weights
         raise AnalysisInputError(f"{name} holds {a.dtype} values, not numbers")
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
@@ -130,6 +130,11 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     for OV = W_O W_V, as (output_feature, input_feature, gain): the output feature is
     compared with the left singular vectors u, the input (value) feature with v.
     """
+    from toymodels.config import check_seed
+    try:
+        check_seed(seed, "seed")
+    except ConfigError as e:
+        raise AnalysisInputError(str(e)) from None
     W = _numeric("features", features)
     if W.ndim < 2:
         raise AnalysisInputError(f"features must be [D, N] (or [..., D, N]), got shape {W.shape}")

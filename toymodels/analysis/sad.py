@@ -42,6 +42,7 @@ import numpy as np
 from toymodels.analysis.svd import random_rotations, thin_product_svd
 from toymodels.blas import one_blas_thread
 from toymodels.errors import AnalysisInputError
+from toymodels.prompts import MAX_PROMPTS
 
 RECON_RTOL = 1e-5
 """A prefix reaches rel when its sum is within RECON_RTOL·Σ|c_k| of it (float32 round-off)."""
@@ -50,6 +51,27 @@ PAIR_METRICS = ("firing", "attn", "rel")
 """Dense per-pair arrays [L, P, n, T, T]; the decomposition itself is kept for firings only."""
 FIRING_METRICS = ("n_recon", "sparseness", "top_k", "n_recon_rot", "sparseness_rot",
                   "top_k_rot")
+
+
+def estimate_bytes(L: int, n: int, P: int, T: int, D: int) -> int:
+    """A rough lower bound of what decomposing P prompts of T tokens takes (documented in the
+    README's Bad input): each layer's input x and its padded copy [L, P, T, D] float32, and
+    the dense per-pair arrays [L, P, n, T, T] (firing bool, attention and rel float32)."""
+    return L * P * T * (2 * 4 * D + n * T * 9)
+
+
+def check_fits(L: int, n: int, P: int, T: int, D: int, what: str) -> None:
+    """AnalysisInputError if P is over MAX_PROMPTS or estimate_bytes exceeds this machine's
+    memory, before anything is built."""
+    from toymodels.config import machine_bytes
+
+    if P > MAX_PROMPTS:
+        raise AnalysisInputError(f"{what}: {P:,} prompts; at most {MAX_PROMPTS:,} are allowed")
+    need, have = estimate_bytes(L, n, P, T, D), machine_bytes()
+    if have is not None and need > have:
+        raise AnalysisInputError(f"{what}: {P:,} prompts of {T} tokens through {L} layers x "
+                                 f"{n} heads need about {need / 1e9:,.1f} GB of memory; this "
+                                 f"machine has {have / 1e9:,.1f} GB: use fewer prompts")
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,11 @@ class SadOptions:
     """Firings decomposed per compiled call (the last batch is padded)."""
 
     def check(self):
+        from toymodels.config import check_seed
+        try:
+            check_seed(self.seed, "seed")
+        except ValueError as e:
+            raise AnalysisInputError(str(e)) from None
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise AnalysisInputError(f"threshold must be in (0, 1], got {self.threshold}")
         if not 0 < self.recon_frac <= 1:
