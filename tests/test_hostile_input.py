@@ -372,7 +372,9 @@ def test_params_at_needs_an_integer_step(tmp_path):
 @pytest.mark.parametrize("changes,message", [
     ({"D": 1}, "a fixed frame needs D >= 2"),
     ({"value_features": (2, 3, 4, 5.0)}, "must be an integer feature index"),
-    ({"pairs": "not pairs"}, "pairs must be (query_feature, key_feature, weight) triples"),
+    ({"pairs": "not pairs"}, "pairs must be a tuple of (query_feature, key_feature, weight)"),
+    ({"pairs": [(0, 1, 1.0)]}, "pairs must be a tuple of (query_feature, key_feature, weight)"),
+    ({"value_features": [4, 5]}, "value_features must be a tuple of feature indices"),
 ])
 def test_transformer_messages_name_the_real_problem(changes, message):
     with pytest.raises(ConfigError) as e:
@@ -380,9 +382,7 @@ def test_transformer_messages_name_the_real_problem(changes, message):
     assert message in str(e.value)
 
 
-def test_pairs_as_lists_or_strings_are_taken():
-    cfg = preset("transformer-retrieval")
-    assert cfg.replace(pairs=[[0, 1, 1.0]]).pairs == ((0, 1, 1.0),)
+def test_pairs_as_strings_in_a_sweep_grid_are_taken():
     spec = SweepSpec(preset="transformer-retrieval", grid={"pairs": ["0:1:1.0",
                                                                      "0:1:1.0,6:7:0.5"]})
     assert [g.cfg.pairs for g in plan(spec)] == [((0, 1, 1.0),), ((0, 1, 1.0), (6, 7, 0.5))]

@@ -217,7 +217,9 @@ def test_cli_gpt2_end_to_end(tmp_path, capsys):
     assert rc == 0, cap.err
     assert {p.name for p in out.iterdir()} == {"firings.parquet", "heads.parquet", "sad.json",
                                                 "prompts.txt", "timing.json", "nrecon.png",
-                                                "heads.png"}
+                                                "heads.png", ".toymodels-files"}
+    assert set(json.loads((out / ".toymodels-files").read_text())["files"]) == \
+        {p.name for p in out.iterdir()} - {".toymodels-files"}
     record = json.loads((out / "sad.json").read_text())
     assert record["layernorm_folded"] is False and record["architecture"] == "gpt2"
     firings = pd.read_parquet(out / "firings.parquet")

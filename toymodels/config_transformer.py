@@ -168,22 +168,14 @@ class TransformerConfig:
         self._check_features()
 
     def _check_features(self):
-        # Lists from the API or TOML become tuples (the config is frozen and hashable).
-        for name in ("pairs", "value_features", "value_gains"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "pairs", tuple(tuple(p) if isinstance(p, list) else p
-                                                 for p in self.pairs)
-                           if isinstance(self.pairs, tuple) else self.pairs)
         if not isinstance(self.pairs, tuple):
-            raise ConfigError(f"pairs must be (query_feature, key_feature, weight) triples, "
-                              f"e.g. 0:1:1.0,2:3:0.5, got {self.pairs!r}")
+            raise ConfigError(f"pairs must be a tuple of (query_feature, key_feature, weight) "
+                              f"triples (--set pairs=0:1:1.0,2:3:0.5), got {self.pairs!r}")
         if not self.pairs:
             raise ConfigError("pairs must list at least one (query_feature, key_feature, weight)")
         if not isinstance(self.value_features, tuple):
-            raise ConfigError(f"value_features must be feature indices, e.g. 4,5, got "
-                              f"{self.value_features!r}")
+            raise ConfigError(f"value_features must be a tuple of feature indices "
+                              f"(--set value_features=4,5), got {self.value_features!r}")
         if not self.value_features:
             raise ConfigError("value_features must list at least one feature")
         if not isinstance(self.value_gains, tuple):

@@ -51,7 +51,7 @@ def check_out_dir(out_dir, overwrite: bool, marker: str = "summary.json",
             raise RunDirError(f"{flag} {out} already exists and is not empty; pass --overwrite "
                               "to replace it or choose another directory")
         if not (out / marker).exists():
-            raise RunDirError(f"{flag} {out} holds files that are not a toymodels result; "
+            raise RunDirError(f"{flag} {out} holds files that are not a toymodels run; "
                               "refusing to replace it")
         foreign = foreign_files(out)
         if foreign is None:
