@@ -9,6 +9,7 @@ transformer-lens are installed, see the README)."""
 
 import json
 import math
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,6 @@ from toymodels.interop.layouts import check_layout
 from toymodels.interop.saelens import read_features
 from toymodels.interop.transformer_lens import (hooked_config, read_head_weights,
                                                 read_tensors, state_dict_of)
-from toymodels.tasks.retrieval import sample
 
 
 def orthonormal(rng, D, n):
@@ -323,3 +323,321 @@ def test_pairs_on_equal_singular_values_are_flagged_as_in_a_block():
     assert [p["in_block"] for p in wide.pairs] == [True, True, False]
     with pytest.raises(AnalysisInputError, match="block_gap must be in"):
         analyze(W, W_Q=W_Q, W_K=W_K, axes=(), layout="toymodels", block_gap=1.0)
+
+
+# ---- 3. toy transformers out --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A two-instance toy-transformer run (1 layer, 2 heads, D = 16, H = 8), 20 steps."""
+    out = tmp_path_factory.mktemp("interop") / "run"
+    assert main(["run", "transformer-retrieval", "--seeds", "0-1", "--out", str(out),
+                 "--steps", "20", "--set", "batch_size=16", "--set", "chunk_steps=20",
+                 "--set", "record_points=0", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run):
+    out = tiny_run.parent / "export"
+    assert main(["export", str(tiny_run), "--to", "transformer-lens", "--out", str(out)]) == 0
+    return out
+
+
+FULL = TRANSFORMER_PRESETS["transformer-full"].replace(batch_size=4)  # LN, MLP, biases, positions
+ROPE = TRANSFORMER_PRESETS["transformer-rope"].replace(batch_size=4, layernorm=True, bias=True,
+                                                      n_layers=2, n_heads=2)
+
+
+def random_params(cfg, seed=1, scale=0.3):
+    """A toy transformer's parameters, every one random (biases and gains too), with a
+    leading instance axis, as params.npz holds them."""
+    shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: family.build(cfg, nnx.Rngs(0)))))
+    rng = np.random.default_rng(seed)
+    return {k: (scale * rng.standard_normal((1,) + v.shape)).astype(np.float32)
+            for k, v in shapes.items()}
+
+
+def toy_forward(cfg, params, n, f):
+    """toymodels' own forward pass of instance n: per-layer attention logits and patterns
+    [B, n, T, T], and the output of the value features at the query [B, V]."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: family.build(cfg, nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, {k: jnp.asarray(v[n]) for k, v in params.items()})
+
+    @jax.jit
+    def forward(state, f):
+        model = nnx.merge(graphdef, state)
+        out, cache = model(f)
+        logits = [model.attention_logits(x, layer) for layer, x in enumerate(cache["inputs"])]
+        return logits, cache["attn"], model.readout(out[:, -1], cfg.value_features)
+
+    logits, attn, out = forward(state, jnp.asarray(f))
+    return [np.asarray(a) for a in logits], [np.asarray(a) for a in attn], np.asarray(out)
+
+
+def lens_forward(state, config, f):
+    """TransformerLens' HookedTransformer forward pass, written from its source in float64
+    NumPy on an exported state dict: tokens carrying features f [B, T, N] enter as the
+    residual f W_E (+ W_pos). Returns per-layer attention scores (before the mask) and
+    patterns [B, n, T, T], and logits [B, T, N]."""
+    s = {k: np.asarray(v, np.float64) for k, v in state.items()}
+    B, T, _ = f.shape
+    H, eps = config["d_head"], config["eps"]
+    x = f @ s["embed.W_E"] + (s["pos_embed.W_pos"][:T] if "pos_embed.W_pos" in s else 0.0)
+
+    def ln(x, prefix):
+        if config["normalization_type"] != "LN":
+            return x
+        x = x - x.mean(-1, keepdims=True)
+        return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * s[prefix + ".w"] + \
+            s[prefix + ".b"]
+
+    def rotary(v):  # GPT-J: adjacent pairs, frequency base^(-2m/H) repeated twice
+        freq = np.repeat(config["rotary_base"] ** (np.arange(H // 2) / (H / 2)), 2)
+        angles = np.arange(T)[:, None] / freq[None, :]  # [T, H]
+        turned = np.empty_like(v)
+        turned[..., ::2], turned[..., 1::2] = -v[..., 1::2], v[..., ::2]
+        return v * np.cos(angles)[None, :, None] + turned * np.sin(angles)[None, :, None]
+
+    scores_per_layer, patterns = [], []
+    causal = np.tril(np.ones((T, T), bool))
+    for layer in range(config["n_layers"]):
+        a = f"blocks.{layer}.attn."
+        h = ln(x, f"blocks.{layer}.ln1")
+        q, k, v = (np.einsum("btd,ndh->btnh", h, s[a + w]) + s[a + b]
+                   for w, b in (("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V")))
+        if config["positional_embedding_type"] == "rotary":
+            q, k = rotary(q), rotary(k)
+        scores = np.einsum("bqnh,bknh->bnqk", q, k) / math.sqrt(H)
+        masked = np.where(causal, scores, -np.inf)
+        pattern = np.exp(masked - masked.max(-1, keepdims=True))
+        pattern /= pattern.sum(-1, keepdims=True)
+        z = np.einsum("bnqk,bknh->bqnh", pattern, v)
+        x = x + np.einsum("bqnh,nhd->bqd", z, s[a + "W_O"]) + s[a + "b_O"]
+        if not config["attn_only"]:
+            m = f"blocks.{layer}.mlp."
+            pre = ln(x, f"blocks.{layer}.ln2") @ s[m + "W_in"] + s[m + "b_in"]
+            post = 0.5 * pre * (1 + np.tanh(math.sqrt(2 / math.pi) * (pre + 0.044715 * pre ** 3)))
+            x = x + post @ s[m + "W_out"] + s[m + "b_out"]
+        scores_per_layer.append(scores)
+        patterns.append(pattern)
+    return scores_per_layer, patterns, ln(x, "ln_final") @ s["unembed.W_U"] + s["unembed.b_U"]
+
+
+def expected_shapes(config):
+    L, n, D, H, N = (config[k] for k in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab"))
+    shapes = {"embed.W_E": (N, D), "unembed.W_U": (D, N), "unembed.b_U": (N,)}
+    if config["positional_embedding_type"] != "rotary":
+        shapes["pos_embed.W_pos"] = (config["n_ctx"], D)
+    for layer in range(L):
+        a = f"blocks.{layer}.attn."
+        shapes |= {a + "W_Q": (n, D, H), a + "W_K": (n, D, H), a + "W_V": (n, D, H),
+                   a + "W_O": (n, H, D), a + "b_Q": (n, H), a + "b_K": (n, H),
+                   a + "b_V": (n, H), a + "b_O": (D,)}
+        if config["normalization_type"] == "LN":
+            shapes |= {f"blocks.{layer}.ln1.{p}": (D,) for p in "wb"}
+            if not config["attn_only"]:
+                shapes |= {f"blocks.{layer}.ln2.{p}": (D,) for p in "wb"}
+        if not config["attn_only"]:
+            F = config["d_mlp"]
+            m = f"blocks.{layer}.mlp."
+            shapes |= {m + "W_in": (D, F), m + "b_in": (F,), m + "W_out": (F, D),
+                       m + "b_out": (D,)}
+    if config["normalization_type"] == "LN":
+        shapes |= {"ln_final.w": (D,), "ln_final.b": (D,)}
+    return shapes
+
+
+def assert_reproduces(cfg, params, n, state, config, seed=3):
+    """The exported arrays, run through TransformerLens' computation in NumPy, give the toy
+    model's attention logits (where the causal mask lets them count), patterns and output."""
+    rng = np.random.default_rng(seed)  # sparse features in [0, 1], as the tasks draw them
+    f = ((rng.random((16, cfg.T, cfg.N)) < 0.3) * rng.random((16, cfg.T, cfg.N))
+         ).astype(np.float32)
+    toy_logits, toy_attn, toy_out = toy_forward(cfg, params, n, f)
+    scores, patterns, logits = lens_forward(state, config, f)
+    causal = np.tril(np.ones((cfg.T, cfg.T), bool))
+    for layer in range(cfg.n_layers):
+        np.testing.assert_allclose(scores[layer][..., causal], toy_logits[layer][..., causal],
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(patterns[layer], toy_attn[layer], atol=1e-5)
+    np.testing.assert_allclose(logits[:, -1, list(cfg.value_features)], toy_out,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_export_writes_transformer_lens_keys_and_shapes_that_reproduce_the_run(tiny_run,
+                                                                                  exported):
+    record = json.loads((exported / "export.json").read_text())
+    assert [i["folder"] for i in record["instances"]] == ["instance_0", "instance_1"]
+    assert record["qk_template"] == [[0, 1, 1.0]] and record["skipped_diverged"] == []
+    from toymodels import load_run
+    run = load_run(tiny_run)
+    for n in range(2):
+        config = json.loads((exported / f"instance_{n}" / "config.json").read_text())
+        assert config | {"model_name": None} == {
+            "model_name": None, "n_layers": 1, "d_model": 16, "d_head": 8, "n_heads": 2,
+            "n_ctx": 8, "d_vocab": 16, "d_vocab_out": 16, "attn_only": True, "d_mlp": None,
+            "act_fn": "gelu_new", "normalization_type": None, "eps": 1e-5,
+            "attention_dir": "causal", "use_attn_scale": True,
+            "positional_embedding_type": "standard", "default_prepend_bos": False,
+            "tokenizer_name": None}
+        state = read_tensors(exported / f"instance_{n}" / "model.safetensors")
+        assert {k: v.shape for k, v in state.items()} == expected_shapes(config)
+        assert all(v.dtype == np.float32 for v in state.values())
+        np.testing.assert_array_equal(state["embed.W_E"], run.params["E"][n].T)
+        assert_reproduces(run.config, run.params, n, state, config)
+
+
+@pytest.mark.parametrize("cfg", [FULL, ROPE], ids=["full", "rope"])
+def test_exported_state_dict_reproduces_layernorm_mlp_biases_positions_and_rope(cfg):
+    params = random_params(cfg)
+    state, config = state_dict_of(cfg, params, 0), hooked_config(cfg)
+    assert {k: v.shape for k, v in state.items()} == expected_shapes(config)
+    if cfg.positions == "rope":
+        assert config["rotary_dim"] == cfg.H and config["rotary_adjacent_pairs"]
+    assert_reproduces(cfg, params, 0, state, config)
+
+
+def test_round_trip_through_the_transformer_lens_reader_gives_the_runs_tables(tiny_run,
+                                                                               exported,
+                                                                               tmp_path):
+    """Re-read each instance's export as TransformerLens weights (layout named), with the
+    exported embedding as features: the analysis tables equal the run's own, byte for byte."""
+    from toymodels.store import write_analysis
+    record = json.loads((exported / "export.json").read_text())
+    heads, embeddings = [], []
+    for inst in record["instances"]:
+        path = exported / inst["folder"] / "model.safetensors"
+        weights, _ = read_head_weights(path, "transformer_lens")
+        heads.append(weights)
+        embeddings.append(read_tensors(path)["embed.W_E"].T)
+    stacked = {k: np.stack([h[k] for h in heads]) for k in heads[0]}  # [I, L, n, ...]
+    L = stacked["W_Q"].shape[1]
+    E = np.stack(embeddings)  # [I, D, N]
+    features = np.broadcast_to(E[:, None], (E.shape[0], L) + E.shape[1:])  # per layer, as runs
+    result = analyze(features, **stacked, layout="transformer_lens",
+                     template=[tuple(p) for p in record["qk_template"]],
+                     ov_template=[tuple(p) for p in record["ov_template"]],
+                     axes=("instance", "layer", "head"))
+    write_analysis(tmp_path / "again", result, {})
+    for table in ("heads.csv", "pairs.csv", "features.csv"):
+        assert (tmp_path / "again" / table).read_text() == \
+            (tiny_run / "analysis" / table).read_text(), table
+
+
+def test_export_refuses_an_existing_out_and_never_deletes_user_files(tiny_run, exported,
+                                                                     tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", str(tiny_run), "--to", "transformer-lens", "--out", str(mine),
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(mine) in err, err
+        assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+        assert (mine / "notes.txt").read_text() == "keep me"
+    # An earlier export: kept without --overwrite, replaced with it.
+    before = (exported / "export.json").read_text()
+    assert main(["export", str(tiny_run), "--to", "transformer-lens", "--out",
+                 str(exported)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (exported / "export.json").read_text() == before
+    again = tmp_path / "again"
+    assert main(["export", str(tiny_run), "--to", "transformer-lens", "--out", str(again)]) == 0
+    stamp = (again / "instance_0" / "model.safetensors").stat().st_mtime_ns
+    assert main(["export", str(tiny_run), "--to", "transformer-lens", "--out", str(again),
+                 "--overwrite"]) == 0
+    assert (again / "instance_0" / "model.safetensors").stat().st_mtime_ns >= stamp
+    assert sorted(p.name for p in again.iterdir()) == ["export.json", "instance_0", "instance_1"]
+    assert not list(tmp_path.glob(".again*"))  # no staging or lock left behind
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--to", "onnx"], "invalid choice: 'onnx'"),
+    ([], "the following arguments are required: --to"),
+])
+def test_export_bad_arguments_are_one_line(tiny_run, tmp_path, capsys, argv, message):
+    out = tmp_path / "x"
+    with pytest.raises(SystemExit) as stop:
+        sys.exit(main(["export", str(tiny_run), "--out", str(out), *argv]))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_export_refuses_a_toy_model_run(tmp_path, capsys):
+    from toymodels import ToyConfig
+    out = tmp_path / "toy"  # a toy-model run directory as `run` writes it, without training
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"preset": "single-pair",
+                                                  "config": ToyConfig().to_dict(),
+                                                  "instances": [{"seed": 0}]}))
+    z = np.zeros
+    np.savez(out / "params.npz", W=z((1, 10, 20)), b=z((1, 20)), W_Q=z((1, 10, 10)),
+             W_K=z((1, 10, 10)))
+    np.savez(out / "curves.npz", recon=z((1, 5)), attn=z((1, 5)))
+    np.savez(out / "analysis.npz", singular_values=z((1, 10)))
+    assert main(["export", str(out), "--to", "transformer-lens", "--out",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "toy-model run" in err, err
+    assert not (tmp_path / "x").exists()
+
+
+# ---- optional: the export in TransformerLens itself ---------------------------------------
+
+
+def lens_missing() -> str:
+    """Why the TransformerLens test cannot run here ('' where it can): torch or
+    transformer-lens absent, or a TransformerLens (4.0 on) without HookedTransformer."""
+    import importlib.util
+    for package in ("torch", "transformer_lens"):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed (README: the optional TransformerLens test)"
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: F401
+    except ImportError:
+        return "this transformer-lens has no HookedTransformer (removed in 4.0): " \
+            "pip install 'transformer-lens<4'"
+    return ""
+
+
+@pytest.mark.skipif(bool(lens_missing()), reason=lens_missing() or "-")
+def test_transformer_lens_loads_the_export_and_matches_toymodels(tiny_run, exported, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from toymodels import load_run
+    run = load_run(tiny_run)
+    cases = [(run.config, run.params, n, exported / f"instance_{n}") for n in range(2)]
+    for name, cfg in (("full", FULL), ("rope", ROPE)):  # written as export_run writes them
+        params, folder = random_params(cfg), tmp_path / name
+        folder.mkdir()
+        save_file(state_dict_of(cfg, params, 0), folder / "model.safetensors")
+        (folder / "config.json").write_text(json.dumps(hooked_config(cfg)))
+        cases.append((cfg, params, 0, folder))
+    buffers = {"mask", "IGNORE", "rotary_sin", "rotary_cos"}
+    for cfg, params, n, folder in cases:
+        config = json.loads((folder / "config.json").read_text())
+        model = HookedTransformer(HookedTransformerConfig(**config, device="cpu"))
+        missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"),
+                                                    strict=False)
+        assert not unexpected and {k.rsplit(".", 1)[-1] for k in missing} <= buffers, missing
+        rng = np.random.default_rng(11)
+        f = ((rng.random((16, cfg.T, cfg.N)) < 0.3) * rng.random((16, cfg.T, cfg.N))
+             ).astype(np.float32)
+        _, toy_attn, toy_out = toy_forward(cfg, params, n, f)
+        with torch.no_grad():
+            resid = torch.from_numpy(f) @ model.W_E  # feature vectors as the residual stream
+            if config["positional_embedding_type"] != "rotary":
+                resid = resid + model.W_pos[:cfg.T]
+            logits, cache = model.run_with_cache(resid, start_at_layer=0)
+        for layer in range(cfg.n_layers):
+            np.testing.assert_allclose(cache["pattern", layer].numpy(), toy_attn[layer],
+                                       atol=1e-5)
+        np.testing.assert_allclose(logits[:, -1, list(cfg.value_features)].numpy(), toy_out,
+                                   rtol=1e-5, atol=1e-5)
