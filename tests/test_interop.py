@@ -641,3 +641,9 @@ def test_transformer_lens_loads_the_export_and_matches_toymodels(tiny_run, expor
                                        atol=1e-5)
         np.testing.assert_allclose(logits[:, -1, list(cfg.value_features)].numpy(), toy_out,
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_directory_takes_no_foreign_layout(tiny_run, capsys):
+    assert main(["analyze", str(tiny_run), "--layout", "transformer_lens"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "toymodels layout; --layout is for weight files" in err
