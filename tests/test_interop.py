@@ -35,7 +35,8 @@ def orthonormal(rng, D, n):
 
 
 def planted(directions, pairs, H):
-    """toymodels-layout W_Q, W_K [H, D] with W_Qᵀ W_K = Σ_p value_p d_i d_jᵀ, directions [D, *]."""
+    """toymodels-layout W_Q, W_K [H, D] with W_Qᵀ W_K = Σ_p value_p d_i d_jᵀ from the columns
+    of directions [D, *]."""
     D = directions.shape[0]
     W_Q, W_K = np.zeros((H, D)), np.zeros((H, D))
     for row, (i, j, value) in enumerate(pairs):
@@ -69,7 +70,8 @@ def matched(result, circuit="qk"):
 
 
 def test_layout_names():
-    assert check_layout("transformer-lens") == check_layout("transformer_lens") == "transformer_lens"
+    assert check_layout("transformer-lens") == "transformer_lens"
+    assert check_layout("transformer_lens") == "transformer_lens"
     assert check_layout(None) is None and check_layout("toymodels") == "toymodels"
     with pytest.raises(LayoutError, match="unknown layout 'hf'"):
         check_layout("hf")
@@ -536,6 +538,7 @@ def test_export_refuses_an_existing_out_and_never_deletes_user_files(tiny_run, e
                      *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(mine) in err, err
+        assert ("not an earlier export" if extra else "already exists") in err, err
         assert [p.name for p in mine.iterdir()] == ["notes.txt"]
         assert (mine / "notes.txt").read_text() == "keep me"
     # An earlier export: kept without --overwrite, replaced with it.

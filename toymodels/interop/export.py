@@ -36,7 +36,11 @@ def export_run(run_dir, out_dir, to: str = "transformer-lens", overwrite: bool =
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a run directory")
-    check_out_dir(out_dir, overwrite, marker=MARKER)  # before reading anything big
+    out = Path(out_dir)
+    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise RunDirError(f"--out {out} holds files that are not an earlier export "
+                          f"(no {MARKER}); refusing to replace it")
+    check_out_dir(out, overwrite, marker=MARKER)  # before reading anything big
     run = load_run(run_dir)
     cfg = run.config
     if getattr(cfg, "family", "toy") != "transformer":
