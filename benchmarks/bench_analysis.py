@@ -65,9 +65,11 @@ def bench_shape(D, H, heads, loop_heads):
     W = rng.normal(size=(D, N_FEATURES)).astype(np.float32)
     W_Q = rng.normal(size=(heads, H, D)).astype(np.float32)
     W_K = rng.normal(size=(heads, H, D)).astype(np.float32)
-    analyze(W, W_Q=W_Q[:heads], W_K=W_K[:heads], template=TEMPLATE, axes=("head",))  # compile
+    analyze(W, W_Q=W_Q[:heads], W_K=W_K[:heads], template=TEMPLATE, axes=("head",),
+            layout="toymodels")  # compile
     t0 = time.perf_counter()
-    lib = analyze(W, W_Q=W_Q, W_K=W_K, template=TEMPLATE, axes=("head",))
+    lib = analyze(W, W_Q=W_Q, W_K=W_K, template=TEMPLATE, axes=("head",),
+                  layout="toymodels")
     t_lib = time.perf_counter() - t0  # analyze returns host arrays: the work is done
 
     t_loops = {}

@@ -39,7 +39,8 @@ def test_known_answer_planted_pairs():
     # Listed out of σ order: the assignment, not the SVD order, must find the indices.
     template = ((4, 5, 1.0), (0, 1, 3.0), (2, 6, 2.0))
     W_Q, W_K = planted_head(W, template, H, rng)
-    out = analyze(W, W_Q=W_Q[None], W_K=W_K[None], template=template, axes=("instance",))
+    out = analyze(W, layout="toymodels", W_Q=W_Q[None], W_K=W_K[None], template=template,
+                  axes=("instance",))
     S = out.arrays["qk_S"][0]
     np.testing.assert_allclose(S[:3], [3.0, 2.0, 1.0], rtol=1e-5)
     np.testing.assert_allclose(S[3:], 0, atol=1e-5)
@@ -72,7 +73,8 @@ def test_a_pair_on_a_negligible_singular_value_is_not_alignment():
     rng = np.random.default_rng(1)
     W = orthonormal(rng, 10, 8).astype(np.float32)
     W_Q, W_K = planted_head(W, ((0, 1, 1.0),), 6)
-    out = analyze(W, W_Q=W_Q, W_K=W_K, template=((0, 1, 1.0), (2, 3, 1.0)), axes=())
+    out = analyze(W, layout="toymodels", W_Q=W_Q, W_K=W_K,
+                  template=((0, 1, 1.0), (2, 3, 1.0)), axes=())
     pairs = by_pair(out.pairs)
     assert pairs[(0, 1)]["significant"] and pairs[(0, 1)]["sv_index"] == 0
     assert not pairs[(2, 3)]["significant"]
@@ -90,7 +92,7 @@ def test_more_pairs_than_singular_vectors():
     W = orthonormal(rng, 8, 8).astype(np.float32)
     template = ((0, 4, 2.0), (1, 5, 2.0), (2, 6, 1.0), (3, 7, 1.0))
     W_Q, W_K = planted_head(W, template[:2], 2)
-    out = analyze(W, W_Q=W_Q, W_K=W_K, template=template, axes=())
+    out = analyze(W, layout="toymodels", W_Q=W_Q, W_K=W_K, template=template, axes=())
     head = out.heads[0]
     assert head["principal_cos_query_mean"] == pytest.approx(1.0, abs=1e-5)  # 2 angles, both 0
     pairs = by_pair(out.pairs)
@@ -100,7 +102,8 @@ def test_more_pairs_than_singular_vectors():
 def test_geometry_of_an_antipodal_pair():
     W = np.zeros((3, 3), np.float32)
     W[:, 0], W[:, 1], W[:, 2] = [1, 0, 0], [-1, 0, 0], [0, 1, 0]
-    out = analyze(W, W_Q=np.eye(3, dtype=np.float32), W_K=np.eye(3, dtype=np.float32), axes=())
+    out = analyze(W, layout="toymodels", W_Q=np.eye(3, dtype=np.float32),
+                  W_K=np.eye(3, dtype=np.float32), axes=())
     f = out.features
     assert f[0]["interference"] == pytest.approx(1) and f[2]["interference"] == pytest.approx(0)
     assert f[0]["dimensionality"] == pytest.approx(0.5) and f[2]["dimensionality"] == 1
@@ -154,14 +157,15 @@ def test_metrics_are_unchanged_by_feature_permutation_and_head_rotation(seed, pe
     template = ((0, 1, 2.0), (2, 3, 1.0))
     W_Q, W_K = planted_head(W, template, H)
     W_Q = W_Q + 0.01 * rng.normal(size=W_Q.shape).astype(np.float32)  # not exact
-    base = analyze(W, W_Q=W_Q, W_K=W_K, template=template, axes=())
+    base = analyze(W, layout="toymodels", W_Q=W_Q, W_K=W_K, template=template, axes=())
 
     perm = np.random.default_rng(perm_seed).permutation(N)  # new index of old feature i
     W_perm = np.empty_like(W)
     W_perm[:, perm] = W
     template_perm = tuple((int(perm[i]), int(perm[j]), v) for i, j, v in template)
     R = orthonormal(np.random.default_rng(perm_seed), H, H).astype(np.float32)
-    moved = analyze(W_perm, W_Q=-R @ W_Q, W_K=-R @ W_K, template=template_perm, axes=())
+    moved = analyze(W_perm, layout="toymodels", W_Q=-R @ W_Q, W_K=-R @ W_K,
+                    template=template_perm, axes=())
     for a, b in zip(base.pairs, moved.pairs):
         assert a["sv_index"] == b["sv_index"] and a["max_k"] == b["max_k"]
         for key in ("cos_query_u", "cos_key_v", "sigma", "max_cos_query_u"):
@@ -183,7 +187,7 @@ def test_unrepresented_pairs_are_unmatched_not_aligned_with_the_null_space():
     W /= np.linalg.norm(W, axis=0)
     template = ((0, 1, 1.0), (2, 3, 1.0), (4, 5, 1.0))
     W_Q, W_K = planted_head(W, template[:1], 6)
-    out = analyze(W, W_Q=W_Q, W_K=W_K, template=template, axes=())
+    out = analyze(W, layout="toymodels", W_Q=W_Q, W_K=W_K, template=template, axes=())
     pairs, head = by_pair(out.pairs), out.heads[0]
     assert head["n_significant"] == 1 and head["n_pairs_matched"] == 1
     assert pairs[(0, 1)]["sv_index"] == 0 and pairs[(0, 1)]["max_k"] == 0

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels.analysis.batched_rows import assign, table_rows
-from toymodels.analysis.head_rows import head_rows, match
+from toymodels.analysis.batched_rows import sv_blocks as batched_sv_blocks
+from toymodels.analysis.head_rows import block_columns, head_rows, match, sv_blocks
 
 
 def scores(rng, shape, ties: bool):
@@ -46,6 +47,9 @@ def synthetic_core(rng, B, N, K, P_q, P_k, ties):
     significant direction, some with fewer than there are pairs."""
     n_sig = rng.integers(0, K + 1, size=B)
     S = np.sort(rng.random((B, K), dtype=np.float32) + 0.5, axis=1)[:, ::-1].copy()
+    if ties:  # near-equal and equal singular values: blocks (1.0 and 0.995 are 0.5% apart)
+        levels = np.array([1.0, 0.995, 0.7, 0.5], np.float32)
+        S = np.sort(rng.choice(levels, size=(B, K)), axis=1)[:, ::-1].copy()
     S[n_sig == 0] = 0.0
     core = {"S": S, "significant": np.arange(K) < n_sig[:, None]}
     for name in ("cos_u", "cos_v", "cos_u_rot", "cos_v_rot"):
@@ -70,8 +74,9 @@ def assert_rows_equal(got, expected):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), K=st.integers(1, 6), n_pairs=st.integers(0, 5),
-       ties=st.booleans(), dead_kind=st.sampled_from(["none", "shared", "per_head"]))
-def test_batched_rows_equal_the_per_head_rows(seed, K, n_pairs, ties, dead_kind):
+       ties=st.booleans(), dead_kind=st.sampled_from(["none", "shared", "per_head"]),
+       block_gap=st.sampled_from([0.0, 1e-2, 0.5]))
+def test_batched_rows_equal_the_per_head_rows(seed, K, n_pairs, ties, dead_kind, block_gap):
     rng = np.random.default_rng(seed)
     B, N = 30, 8
     pairs = rng.choice(N * N, size=n_pairs, replace=False)
@@ -89,13 +94,25 @@ def test_batched_rows_equal_the_per_head_rows(seed, K, n_pairs, ties, dead_kind)
         core[name] = np.where(dead[..., None], 0.0, core[name]).astype(np.float32)
     where = {"head": list(range(B)), "circuit": ["qk"] * B}
 
-    heads, pair_rows = table_rows(core, template, query_set, key_set, dead, where)
+    heads, pair_rows = table_rows(core, template, query_set, key_set, dead, where, block_gap)
 
     expected_heads, expected_pairs = [], []
     for b in range(B):
         row, rows = head_rows({k: v[b] for k, v in core.items()}, template, query_set,
-                              key_set, dead[b])
+                              key_set, dead[b], block_gap)
         expected_heads.append({"head": b, "circuit": "qk", **row})
         expected_pairs.extend({"head": b, "circuit": "qk", **p} for p in rows)
     assert_rows_equal(heads, expected_heads)
     assert_rows_equal(pair_rows, expected_pairs)
+
+
+def test_blocks_of_a_chosen_spectrum():
+    """Neighbours within 1% (relative to the larger) share a block; null directions
+    (not significant at rel_tol 0.01) are one block; the batched ids equal the per-head ones."""
+    S = np.array([3.0, 2.99, 1.0, 0.5, 0.496, 0.05, 0.001, 0.0])
+    sig = S > 0.01 * S[0]
+    expected = [0, 0, 1, 2, 2, 3, 4, 4]
+    assert sv_blocks(S, sig).tolist() == expected
+    assert batched_sv_blocks(S[None], sig[None]).tolist() == [expected]
+    assert sv_blocks(S, sig, block_gap=0.0).tolist() == [0, 1, 2, 3, 4, 5, 6, 6]
+    assert block_columns(sv_blocks(S, sig), sig) == ("0 0 1 2 2 3 4 4", 4)

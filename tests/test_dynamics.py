@@ -29,7 +29,8 @@ def test_recorded_metrics_match_the_final_analysis_and_change_nothing():
     assert dyn["sigma"].shape == (2, R, 3) and dyn["cos_query_u"].shape == (2, R, 1)
     assert dyn["interference"].shape == (2, R, 2)
     final = analyze(recorded.params["W"], W_Q=recorded.params["W_Q"],
-                    W_K=recorded.params["W_K"], template=TINY.template, axes=("instance",))
+                    W_K=recorded.params["W_K"], template=TINY.template, axes=("instance",),
+                    layout="toymodels")
     for n in range(2):
         pair = final.pairs[n]
         assert dyn["cos_query_u"][n, -1, 0] == pytest.approx(pair["max_cos_query_u"], abs=1e-5)

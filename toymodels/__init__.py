@@ -5,7 +5,7 @@ Pipeline: config -> data -> model -> train -> analysis -> store (-> plots, cli).
 """
 
 from toymodels.config import PRESETS, Instance, ToyConfig, make_instances, preset
-from toymodels.errors import AnalysisInputError, ConfigError, RunDirError
+from toymodels.errors import AnalysisInputError, ConfigError, LayoutError, RunDirError
 from toymodels.store import LoadedRun, load_run
 
 
@@ -15,6 +15,7 @@ def analyze(*args, **kwargs):
     from toymodels.analysis.alignment import analyze as _analyze
     return _analyze(*args, **kwargs)
 
-__all__ = ["PRESETS", "AnalysisInputError", "ConfigError", "Instance", "LoadedRun",
-           "RunDirError", "ToyConfig", "analyze", "load_run", "make_instances", "preset"]
+__all__ = ["PRESETS", "AnalysisInputError", "ConfigError", "Instance", "LayoutError",
+           "LoadedRun", "RunDirError", "ToyConfig", "analyze", "load_run", "make_instances",
+           "preset"]
 __version__ = "0.1.0"

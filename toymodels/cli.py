@@ -24,6 +24,17 @@ ANALYZE_EXAMPLES = """\
 examples:
   toymodels analyze runs/single-pair             # re-analyse a stored run, no retraining
   toymodels analyze heads.npz --features W.npy --template 0:1:1.0 --axes layer,head
+  toymodels analyze model.safetensors --layout transformer_lens --features sae_dir/
+"""
+
+
+EXPORT_EXAMPLES = """\
+examples:
+  toymodels export runs/transformer-retrieval --to transformer-lens --out exports/retrieval
+  # then, with torch and transformer-lens installed (README: TransformerLens and SAELens):
+  #   cfg = HookedTransformerConfig(**json.load(open("exports/retrieval/instance_0/config.json")))
+  #   model = HookedTransformer(cfg); model.load_state_dict(load_file(".../model.safetensors"),
+  #                                                         strict=False)
 """
 
 
@@ -92,10 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "attention weights saved as arrays",
                         epilog=ANALYZE_EXAMPLES,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    an.add_argument("path", help="a run directory, or an .npz holding W_Q, W_K (and/or "
-                    "W_V, W_O) with leading axes [instance, layer, head], any of them absent")
-    an.add_argument("--features", help="(.npz input) feature dictionary .npy, [D, N] or "
-                    "[instance, D, N]")
+    an.add_argument("path", help="a run directory, or an .npz or .safetensors file holding "
+                    "W_Q, W_K (and/or W_V, W_O) with leading axes [instance, layer, head], any "
+                    "of them absent, or a TransformerLens state dict (blocks.{l}.attn.W_Q ...)")
+    an.add_argument("--features", help="(file input) feature dictionary: .npy [D, N] or "
+                    "[instance, D, N], or an SAELens SAE directory (cfg.json + "
+                    "sae_weights.safetensors) or its .safetensors file (W_dec [d_sae, d_model])")
+    an.add_argument("--layout", choices=("toymodels", "transformer_lens", "transformer-lens"),
+                    help="(file input) how the weights are laid out: toymodels' W_Q [.., H, D] "
+                    "or TransformerLens' [.., d_model, d_head]; required where D = H fits both")
     an.add_argument("--template", default="", help="(.npz input) attended pairs "
                     "query:key:target,..., e.g. 0:1:1.0,2:3:0.5")
     an.add_argument("--axes", help="(.npz input) names of the leading axes, e.g. layer,head "
@@ -137,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "e.g. figures/")
     th.add_argument("--overwrite", action="store_true",
                     help="replace an existing theory run in --out (once the new one is done)")
+    ex = sub.add_parser("export", help="write a toy-transformer run as models another tool "
+                        "loads: per instance a state dict and its config",
+                        epilog=EXPORT_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("run_dir", help="a toy-transformer run directory (toymodels run "
+                    "transformer-*)")
+    ex.add_argument("--to", required=True, choices=("transformer-lens",),
+                    help="the format: TransformerLens (model.safetensors + config.json of "
+                    "HookedTransformerConfig fields per instance)")
+    ex.add_argument("--out", required=True, help="directory to write")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier export in --out (never other files)")
     from toymodels.sad_cli import register
     register(sub)
     return parser
@@ -171,6 +199,8 @@ def _dispatch(args) -> int:
             return _sweep(args)
         if args.command == "theory":
             return _theory(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "sad":
             from toymodels.sad_cli import run
             return run(args)
@@ -229,6 +259,9 @@ def _analyze(args) -> int:
     from toymodels.config import check_seed
     path = Path(args.path)
     check_seed(args.seed, "--seed")
+    if path.is_dir() and args.layout not in (None, "toymodels"):
+        raise AnalysisInputError("a run directory's weights are in the toymodels layout; "
+                                 "--layout is for weight files")
     rel_tol = DEFAULT_REL_TOL if args.rel_tol is None else args.rel_tol
     if not 0 <= rel_tol < 1:
         raise AnalysisInputError(f"--rel-tol must be in [0, 1), got {rel_tol}")
@@ -241,7 +274,7 @@ def _analyze(args) -> int:
                                      ".npz input")
         from toymodels.run import reanalyze
         out = reanalyze(path, rel_tol=rel_tol, seed=args.seed)
-    elif path.suffix == ".npz" and path.is_file():
+    elif path.suffix in (".npz", ".safetensors") and path.is_file():
         if not args.features:
             raise AnalysisInputError(f"{path} needs --features FEATURES.npy, the [D, N] "
                                      "feature dictionary to compare singular vectors with")
@@ -253,18 +286,23 @@ def _analyze(args) -> int:
             tuple(a.strip() for a in args.axes.split(",")))
         out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
         check_out_dir(out, args.overwrite, marker=ANALYSIS_MARKER)  # before any work
-        weights = _load_arrays(path)
-        features = _load_array(Path(args.features))
+        from toymodels.interop.saelens import read_features
+        from toymodels.interop.transformer_lens import read_head_weights
+        weights, weights_info = read_head_weights(path, args.layout)
+        features, features_info = read_features(Path(args.features))
         from toymodels.analysis.alignment import analyze
         from toymodels.store import write_analysis
         analysis = analyze(features, **weights, template=template, axes=axes,
-                           rel_tol=rel_tol, seed=args.seed)
+                           rel_tol=rel_tol, seed=args.seed, layout=args.layout)
         write_analysis(out, analysis, {"source": str(path), "features": args.features,
                                        "template": [list(p) for p in template],
-                                       "rel_tol": rel_tol, "seed": args.seed},
+                                       "rel_tol": rel_tol, "seed": args.seed,
+                                       "layout": analysis.layout, "weights": weights_info,
+                                       "features_info": features_info},
                        overwrite=args.overwrite)
     else:
-        raise AnalysisInputError(f"{path} is neither a run directory nor an .npz file")
+        raise AnalysisInputError(f"{path} is neither a run directory nor an .npz or "
+                                 ".safetensors file")
     from toymodels.analysis.alignment import heads_overview
     print(f"wrote {out}/heads.csv, pairs.csv, features.csv, arrays.npz")
     print(heads_overview(out / "heads.csv"))
@@ -303,6 +341,19 @@ def _sweep(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from toymodels.interop.export import export_run
+
+    record = export_run(args.run_dir, args.out, to=args.to, overwrite=args.overwrite)
+    print(f"exported {len(record['instances'])} instance(s) to {args.to} -> {args.out}"
+          + (f"; {len(record['skipped_diverged'])} diverged, not exported"
+             if record["skipped_diverged"] else ""))
+    for inst in record["instances"]:
+        print(f"  {args.out}/{inst['folder']}: model.safetensors, config.json "
+              f"(seed {inst['seed']})")
+    return 0
+
+
 def _theory(args) -> int:
     from pathlib import Path
 
@@ -332,25 +383,6 @@ def _theory(args) -> int:
         for path in draw_figures(out, args.figures):
             print(f"figure: {path}")
     return 0 if all(r["status"] in ("PASS", "INFO") for r in record["rows"]) else 1
-
-
-def _load_arrays(path):
-    from toymodels.arrays import read_npz
-
-    weights = read_npz(path, AnalysisInputError, keys=("W_Q", "W_K", "W_V", "W_O"))
-    if not weights:
-        raise AnalysisInputError(f"{path} holds none of W_Q, W_K, W_V, W_O")
-    return weights
-
-
-def _load_array(path):
-    from toymodels.arrays import read_npy
-
-    if not path.is_file():
-        raise AnalysisInputError(f"--features {path} does not exist")
-    if path.suffix == ".npz":
-        raise AnalysisInputError(f"--features {path} must be one array saved as .npy")
-    return read_npy(path, AnalysisInputError)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,8 @@ class AnalysisInputError(ValueError):
 
 class CheckpointError(ValueError):
     """A model checkpoint is missing, malformed, or of an architecture we cannot load."""
+
+
+class LayoutError(AnalysisInputError):
+    """Weights whose layout is not named and cannot be read from their shapes alone (e.g.
+    D = H fits both toymodels' [H, D] and TransformerLens' [d_model, d_head])."""

@@ -33,7 +33,7 @@ def analyze_params(cfg: ToyConfig, params: dict, rel_tol: float = DEFAULT_REL_TO
                    seed: int = 0) -> HeadAnalysis:
     """The full metric set of every instance's head (metrics.analyze)."""
     return analyze(params["W"], W_Q=params["W_Q"], W_K=params["W_K"], template=cfg.template,
-                   axes=("instance",), rel_tol=rel_tol, seed=seed)
+                   axes=("instance",), rel_tol=rel_tol, seed=seed, layout="toymodels")
 
 
 def build_summary(preset_name: str, cfg: ToyConfig, instances: list[Instance],

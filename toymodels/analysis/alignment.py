@@ -30,6 +30,16 @@ Metric definitions:
                   features left without a significant vector count 0
   baseline        the same, with U and V replaced by Haar-random orthonormal bases
                   of the span of the significant singular vectors
+  blocks          singular index k joins k−1's block when σ_{k−1} − σ_k < block_gap·σ_{k−1}
+                  (relative gap, 1e-2 by default, as TransformerLens' svd_circuits), or
+                  when neither is significant (the null space is one block). Inside a
+                  block of two or more, single vectors are not defined, only their span:
+                  heads.sv_blocks lists each index's block, pairs.in_block flags a matched
+                  index inside one (compare spans there: principal_cos_*)
+
+Weights come in a named layout (interop/layouts.py): toymodels' W_Q [.., H, D] or
+TransformerLens' [.., d_model, d_head]; where D = H fits both, an unnamed layout is a
+LayoutError, never a guess.
 """
 
 import dataclasses
@@ -39,11 +49,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.analysis.batched_rows import table_rows
+from toymodels.analysis.batched_rows import sv_blocks, table_rows
+from toymodels.analysis.head_rows import DEFAULT_BLOCK_GAP
 from toymodels.analysis.svd import DEFAULT_REL_TOL, circuit_core, feature_geometry
 from toymodels.blas import one_blas_thread
 from toymodels.config import check_template
 from toymodels.errors import AnalysisInputError, ConfigError
+from toymodels.interop.layouts import check_layout, to_toymodels
 
 AXES = ("instance", "layer", "head", "offset")
 """The names leading head axes may take; unnamed axes are the last of the first three, in
@@ -96,6 +108,8 @@ class HeadAnalysis:
     heads: list[dict]
     pairs: list[dict]
     features: list[dict]
+    layout: str = "toymodels"
+    """The layout the weights were read in (interop/layouts.py)."""
 
 
 def _lead_axes(shape_lead, axes):
@@ -121,8 +135,13 @@ def _check(W, factors):
 @one_blas_thread
 def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
             ov_template=(), axes=None, rel_tol: float = DEFAULT_REL_TOL,
-            seed: int = 0) -> HeadAnalysis:
+            seed: int = 0, layout=None, block_gap: float = DEFAULT_BLOCK_GAP) -> HeadAnalysis:
     """Analyse QK (if W_Q, W_K given) and OV (if W_V, W_O given) of every head.
+
+    layout: 'toymodels' (W_Q, W_K, W_V [..., H, D], W_O [..., D, H]) or 'transformer_lens'
+    ([..., d_model, d_head] and [..., d_head, d_model]). None takes toymodels' layout only
+    where no other fits the shapes; D = H fits both, and raises LayoutError. block_gap:
+    the relative gap below which neighbouring singular values form a block (module doc).
 
     features: W [D, N], or [*prefix, D, N] for one dictionary per index of the
     leading head axes' prefix (e.g. per instance). template: attended pairs
@@ -145,6 +164,10 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     for name, a in given.items():
         if a.ndim < 2:
             raise AnalysisInputError(f"{name} must have at least 2 axes, got shape {a.shape}")
+    if not 0 <= block_gap < 1:
+        raise AnalysisInputError(f"block_gap must be in [0, 1), got {block_gap}")
+    given = to_toymodels(given, W.shape[-2], layout)
+    layout = check_layout(layout) or "toymodels"
     circuits = {}
     if {"W_Q", "W_K"} & set(given):
         if not {"W_Q", "W_K"} <= set(given):
@@ -191,11 +214,15 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
         for k in ("S", "cos_u", "cos_v"):
             arrays[f"{name}_{k}"] = core[k]
         B = int(np.prod(lead, dtype=int))
+        K = core["S"].shape[-1]
+        arrays[f"{name}_block"] = sv_blocks(core["S"].reshape(B, K),
+                                            core["significant"].reshape(B, K),
+                                            block_gap).reshape(core["S"].shape)
         index = np.unravel_index(np.arange(B), lead) if lead else ()
         where = {**{a: ix.tolist() for a, ix in zip(axes, index)}, "circuit": [name] * B}
         circuit_heads, circuit_pairs = table_rows(
             {k: v.reshape((B,) + v.shape[len(lead):]) for k, v in core.items()},
-            circuit_template, c_query, c_key, dead_b.reshape(B, -1), where)
+            circuit_template, c_query, c_key, dead_b.reshape(B, -1), where, block_gap)
         heads.extend(circuit_heads)
         pairs.extend(circuit_pairs)
 
@@ -206,7 +233,7 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     arrays.update(geometry)
     return HeadAnalysis(axes=axes, arrays=arrays, heads=heads, pairs=pairs,
                         features=_feature_rows(geometry, axes[:len(prefix)], query_set,
-                                               key_set))
+                                               key_set), layout=layout)
 
 
 def _feature_rows(geometry, axes, query_set, key_set):

@@ -16,7 +16,25 @@ A head's significant columns are its first n_sig (σ is descending).
 import numpy as np
 from scipy.stats import rankdata
 
-from toymodels.analysis.head_rows import feature_sets, match
+from toymodels.analysis.head_rows import DEFAULT_BLOCK_GAP, feature_sets, match
+
+
+def sv_blocks(S, sig, block_gap: float = DEFAULT_BLOCK_GAP):
+    """Block id [B, K] of each singular index of every head, as head_rows.sv_blocks (the
+    same float64 arithmetic): S [B, K] descending, sig [B, K] significant."""
+    S = np.asarray(S, np.float64)
+    sig = np.asarray(sig, bool)
+    near = S[:, :-1] - S[:, 1:] < block_gap * S[:, :-1]
+    null = ~sig[:, :-1] & ~sig[:, 1:]
+    starts = ~(near | null)  # index k + 1 opens a new block
+    return np.concatenate([np.zeros((S.shape[0], 1), np.int64),
+                           np.cumsum(starts, axis=1, dtype=np.int64)], axis=1)
+
+
+def block_sizes(blocks):
+    """[B, K]: the size of the block each index sits in."""
+    same = blocks[:, :, None] == blocks[:, None, :]
+    return same.sum(axis=2)
 
 
 def _strict_best(values, axis):
@@ -133,12 +151,16 @@ def _pair_columns(template, cos_u, cos_v, S, n_sig, live):
             "max_cos_query_u": _pick(cos_q, best), "max_cos_key_v": _pick(cos_k, best)}
 
 
-def _group_rows(core, template, query_set, key_set, dead):
+def _group_rows(core, template, query_set, key_set, dead, block_gap):
     """Columns of the heads and pairs tables for heads sharing one dead-feature mask
     dead [N]: (heads columns, pairs columns), each a dict of name -> list."""
     S, n_sig = core["S"], core["significant"].sum(axis=1)
     B = S.shape[0]
-    heads = {"sigma_1": _column(S[:, 0]), "n_significant": _column(n_sig)}
+    blocks = sv_blocks(S, core["significant"], block_gap)
+    sizes = block_sizes(blocks)
+    heads = {"sigma_1": _column(S[:, 0]), "n_significant": _column(n_sig),
+             "sv_blocks": [" ".join(map(str, row)) for row in blocks.tolist()],
+             "n_degenerate": _column((core["significant"] & (sizes > 1)).sum(axis=1))}
     for variant, suffix in (("", ""), ("_rot", "baseline_")):
         for side, feats, vec in feature_sets(template, query_set, key_set, dead):
             mmcs, hungarian = set_metrics(core[f"cos_{vec}{variant}"], feats, n_sig)
@@ -175,6 +197,10 @@ def _group_rows(core, template, query_set, key_set, dead):
         heads[f"principal_cos_{side}_min"] = _column(cos.min(axis=1), spanned)
         heads[f"principal_cos_{side}_mean"] = _column(cos.mean(axis=1), spanned)
 
+    pair_block = _pick(np.broadcast_to(blocks[:, None, :], pairs["cos_query_u"].shape[:2]
+                                       + blocks.shape[1:]), pairs["matched"])
+    pair_size = _pick(np.broadcast_to(sizes[:, None, :], pair_block.shape + sizes.shape[1:]),
+                      pairs["matched"])
     m, b = pairs["matched"].reshape(-1), pairs["best"].reshape(-1)
     matched_col = lambda values: _column(values.reshape(-1), m >= 0)  # noqa: E731
     best_col = lambda values: _column(values.reshape(-1), b >= 0)  # noqa: E731
@@ -187,6 +213,9 @@ def _group_rows(core, template, query_set, key_set, dead):
         "cos_key_v": matched_col(pairs["cos_key_v"]),
         "sigma": matched_col(pairs["sigma"]),
         "significant": (m >= 0).tolist(),
+        "sv_block": matched_col(pair_block),
+        "block_size": matched_col(pair_size),
+        "in_block": matched_col(pair_size > 1),
         "max_k": best_col(pairs["best"]),
         "max_cos_query_u": best_col(pairs["max_cos_query_u"]),
         "max_cos_key_v": best_col(pairs["max_cos_key_v"]),
@@ -200,13 +229,15 @@ def _rows(columns: dict) -> list[dict]:
     return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
-def table_rows(core, template, query_set, key_set, dead, where: dict):
+def table_rows(core, template, query_set, key_set, dead, where: dict,
+               block_gap: float = DEFAULT_BLOCK_GAP):
     """Rows of the heads and pairs tables of B heads, as head_rows.head_rows gives them
     head by head, in head order.
 
     core: svd.circuit_core's arrays with the heads flattened to one leading axis [B, ...];
     dead [B, N]: each head's dictionary's all-zero features; where: columns that lead
-    every head's row (e.g. {"instance": [...], "circuit": [...]}), each of length B.
+    every head's row (e.g. {"instance": [...], "circuit": [...]}), each of length B;
+    block_gap: the relative gap of sv_blocks.
     Returns (head rows [B], pair rows [B·P])."""
     B = core["S"].shape[0]
     P = len(template)
@@ -218,7 +249,7 @@ def table_rows(core, template, query_set, key_set, dead, where: dict):
     for g, mask in enumerate(masks):  # heads grouped by mask; put back in order below
         members = np.flatnonzero(group == g)
         group_core = core if len(masks) == 1 else {name: a[members] for name, a in core.items()}
-        h, p = _group_rows(group_core, template, query_set, key_set, mask)
+        h, p = _group_rows(group_core, template, query_set, key_set, mask, block_gap)
         for cols, new in ((head_cols, h), (pair_cols, p)):
             for name, values in new.items():
                 cols.setdefault(name, []).extend(values)

@@ -9,6 +9,30 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
+DEFAULT_BLOCK_GAP = 1e-2
+"""Neighbouring singular values closer than this, relative to the larger, form a block:
+TransformerLens' svd_circuits default (its relative gap 1 − σ_k/σ_{k−1} below 1e-2)."""
+
+
+def sv_blocks(S, sig, block_gap: float = DEFAULT_BLOCK_GAP):
+    """Block id [K] of each singular index of one head (σ descending, in float64): index
+    k joins k−1's block when σ_{k−1} − σ_k < block_gap·σ_{k−1}, or when neither is
+    significant (all null directions are one block); ids count blocks from 0."""
+    S = np.asarray(S, np.float64)
+    ids = np.zeros(len(S), dtype=np.int64)
+    for k in range(1, len(S)):
+        near = S[k - 1] - S[k] < block_gap * S[k - 1]
+        null = not sig[k - 1] and not sig[k]
+        ids[k] = ids[k - 1] + (0 if near or null else 1)
+    return ids
+
+
+def block_columns(blocks, sig):
+    """(sv_blocks text, n_degenerate) of one head: the block ids as "0 1 1 2", and how many
+    significant indices share their block with another index."""
+    sizes = np.bincount(blocks)[blocks]
+    return " ".join(str(b) for b in blocks), int(np.sum(sig & (sizes > 1)))
+
 
 def match(score):
     """One-to-one assignment of rows to columns maximizing the summed score.
@@ -33,7 +57,7 @@ def set_metrics(cos, feats, sig):
         float(np.mean(matched, dtype=np.float64))  # means in float64, as every mean here
 
 
-def _pair_rows(template, cos_u, cos_v, S, sig, dead):
+def _pair_rows(template, cos_u, cos_v, S, sig, dead, blocks):
     """One row per pair. Pairs take significant singular indices only: a pair left
     without one (more pairs than significant directions, or a dead feature) is
     unmatched, with no index and no cosine, never the |cos| of a null-space vector."""
@@ -47,6 +71,7 @@ def _pair_rows(template, cos_u, cos_v, S, sig, dead):
         cols = match(score[live])
         matched[live] = np.where(cols >= 0, sig_k[cols], -1)
     best = sig_k[np.argmax(score, axis=1)] if sig_k.size else np.full(len(template), -1)
+    sizes = np.bincount(blocks)[blocks]
     rows = []
     for p, (i, j, value) in enumerate(template):
         m, b = matched[p], best[p] if live[p] else -1
@@ -57,6 +82,9 @@ def _pair_rows(template, cos_u, cos_v, S, sig, dead):
             "cos_key_v": float(cos_v[j, m]) if m >= 0 else None,
             "sigma": float(S[m]) if m >= 0 else None,
             "significant": bool(m >= 0),
+            "sv_block": int(blocks[m]) if m >= 0 else None,
+            "block_size": int(sizes[m]) if m >= 0 else None,
+            "in_block": bool(sizes[m] > 1) if m >= 0 else None,
             "max_k": int(b) if b >= 0 else None,
             "max_cos_query_u": float(cos_u[i, b]) if b >= 0 else None,
             "max_cos_key_v": float(cos_v[j, b]) if b >= 0 else None,
@@ -101,10 +129,12 @@ def feature_sets(template, query_set, key_set, dead):
     return (("all", everything, "u"), ("all", everything, "v"))
 
 
-def head_rows(head, template, query_set, key_set, dead):
+def head_rows(head, template, query_set, key_set, dead, block_gap: float = DEFAULT_BLOCK_GAP):
     """(heads-table row, pairs-table rows) of one head; dead [N] marks all-zero features."""
     S, sig = head["S"], head["significant"]
+    blocks = sv_blocks(S, sig, block_gap)
     row = {"sigma_1": float(S[0]), "n_significant": int(sig.sum())}
+    row["sv_blocks"], row["n_degenerate"] = block_columns(blocks, sig)
     for variant, suffix in (("", ""), ("_rot", "baseline_")):
         for side, feats, vec in feature_sets(template, query_set, key_set, dead):
             mmcs, hung = set_metrics(head[f"cos_{vec}{variant}"], feats, sig)
@@ -112,8 +142,9 @@ def head_rows(head, template, query_set, key_set, dead):
             row[f"{suffix}hungarian_{side}_{vec}"] = hung
     pair_rows = []
     if template:
-        pair_rows = _pair_rows(template, head["cos_u"], head["cos_v"], S, sig, dead)
-        baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig, dead)
+        pair_rows = _pair_rows(template, head["cos_u"], head["cos_v"], S, sig, dead, blocks)
+        baseline = _pair_rows(template, head["cos_u_rot"], head["cos_v_rot"], S, sig, dead,
+                              blocks)
         for p, b in zip(pair_rows, baseline):
             p["baseline_cos_query_u"], p["baseline_cos_key_v"] = b["cos_query_u"], b["cos_key_v"]
         dead_pair = [bool(dead[i] or dead[j]) for i, j, _ in template]

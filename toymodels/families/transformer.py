@@ -177,7 +177,8 @@ def analyze_params(cfg: TransformerConfig, params: dict, rel_tol: float = DEFAUL
     W_Q = np.asarray(head_factors(cfg, jnp.asarray(params["W_Q"])))
     return analyze(features_of(cfg, params), W_Q=W_Q, W_K=params["W_K"], W_V=params["W_V"],
                    W_O=params["W_O"], template=cfg.qk_template, ov_template=cfg.ov_template,
-                   axes=("instance", "layer", "head"), rel_tol=rel_tol, seed=seed)
+                   axes=("instance", "layer", "head"), rel_tol=rel_tol, seed=seed,
+                   layout="toymodels")
 
 
 def rope_offsets(cfg: TransformerConfig, params: dict) -> dict:
@@ -190,7 +191,7 @@ def rope_offsets(cfg: TransformerConfig, params: dict) -> dict:
     W_K = np.broadcast_to(params["W_K"][..., None, :, :], W_Q.shape)
     features = features_of(cfg, params)  # [I, L, D, N]
     res = analyze(features, W_Q=W_Q, W_K=W_K, template=cfg.qk_template,
-                  axes=("instance", "layer", "head", "offset"))
+                  axes=("instance", "layer", "head", "offset"), layout="toymodels")
     shape = W_Q.shape[:4]
     cos = np.zeros(shape)
     sigma = np.zeros(shape)
