@@ -15,8 +15,9 @@ import numbers
 import os
 from dataclasses import dataclass
 
-from toymodels.config_transformer import (TRANSFORMER_BATCHED_FIELDS, TRANSFORMER_PRESETS,
-                                          TransformerConfig, make_transformer_instances,
+from toymodels.config_transformer import (OPTIMIZERS, TRANSFORMER_BATCHED_FIELDS,  # noqa: F401
+                                          TRANSFORMER_PRESETS, TransformerConfig,
+                                          check_optimizer, make_transformer_instances,
                                           transformer_bytes)
 from toymodels.errors import ConfigError
 
@@ -56,12 +57,17 @@ class ToyConfig:
     attn_loss: str = "xent"
     """'xent': cross-entropy between target and model attention; 'mse': squared error on logits."""
     learning_rate: float = 1e-3
-    """AdamW learning rate."""
+    """Learning rate of the optimizer."""
+    optimizer: str = "adamw"
+    """'adamw'; 'sgd' (momentum 0.9, the same decoupled weight decay): rotation-equivariant;
+    'adamw_rotated': AdamW whose per-coordinate normalisers live in a fixed random
+    orthogonal basis of each parameter (optimizers.py), so no axis of the model is
+    privileged. See OPTIMIZERS."""
     lr_schedule: str = "constant"
     """'constant', or 'cosine': the rate decays to 0 at the last step, which removes the
     SGD noise that otherwise rotates singular vectors inside near-degenerate spectra."""
     weight_decay: float = 1e-4
-    """AdamW decoupled weight decay."""
+    """Decoupled weight decay (AdamW's; SGD takes the same form)."""
     batch_size: int = 512
     """Queries (each with m keys) per training step."""
     steps: int = 5000
@@ -112,6 +118,7 @@ class ToyConfig:
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', "
                               f"got {self.lr_schedule!r}")
+        check_optimizer(self.optimizer)
         if self.attn_loss not in ("xent", "mse"):
             raise ConfigError(f"attn_loss must be 'xent' or 'mse', got {self.attn_loss!r}")
         _check_p_active(self.p_active, self.N)

@@ -25,6 +25,14 @@ POSITIONS = ("none", "learned", "rope")
 EMBEDDINGS = ("fixed", "learned")
 
 TRANSFORMER_BATCHED_FIELDS = ("learning_rate", "p_active")
+FRAMES = ("random", "axis")
+OPTIMIZERS = ("adamw", "sgd", "adamw_rotated")
+"""The optimizers a config of either family can name (toymodels/optimizers.py builds them)."""
+
+
+def check_optimizer(name) -> None:
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 """Hyperparameters that may differ between instances of one compiled program."""
 
 
@@ -89,6 +97,10 @@ class TransformerConfig:
     angles (GPT-NeoX's 10,000 gives near-identical rotations over 8 positions)."""
     embedding: str = "fixed"
     """'fixed': E stays a random frame with anisotropy ε (below); 'learned': E trains."""
+    frame: str = "random"
+    """Where the fixed embedding puts the features: 'random' (a random frame, rotated
+    against the residual stream's axes) or 'axis' (feature i on axis i; needs N = D and
+    anisotropy 0). An optimizer with per-coordinate steps (AdamW) sees the difference."""
     anisotropy: float = 0.0
     """ε = ‖E_X‖₂/α of the fixed frame E (theory checks' scale); 0 is a tight frame
     (orthonormal features when N = D)."""
@@ -97,6 +109,8 @@ class TransformerConfig:
     the heads hold at the end is what training put there."""
 
     # ---- training ----
+    optimizer: str = "adamw"
+    """'adamw', 'sgd' or 'adamw_rotated' (see ToyConfig.optimizer)."""
     learning_rate: float = 3e-3
     """AdamW learning rate."""
     lr_schedule: str = "cosine"
@@ -159,6 +173,14 @@ class TransformerConfig:
         if self.embedding == "fixed" and self.N < self.D:
             raise ConfigError(f"a fixed frame needs N >= D (got N={self.N}, D={self.D}); "
                               "raise N (background features) or lower D")
+        check_optimizer(self.optimizer)
+        if self.frame not in FRAMES:
+            raise ConfigError(f"frame must be one of {', '.join(FRAMES)}, got {self.frame!r}")
+        if self.frame == "axis" and (self.embedding != "fixed" or self.N != self.D
+                                     or self.anisotropy):
+            raise ConfigError(f"frame=axis puts feature i on axis i: it needs embedding=fixed, "
+                              f"N = D and anisotropy 0 (got {self.embedding}, N={self.N}, "
+                              f"D={self.D}, anisotropy {self.anisotropy})")
         if self.embedding == "fixed" and self.D < 2:
             raise ConfigError(f"a fixed frame needs D >= 2 (got D={self.D}); raise D or set "
                               "embedding=learned")

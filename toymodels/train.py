@@ -30,6 +30,7 @@ from toymodels.blas import one_blas_thread
 from toymodels.dynamics import record_steps
 from toymodels.errors import ConfigError, RunDirError
 from toymodels.families import family_of
+from toymodels.optimizers import make_optimizer
 
 
 @dataclass
@@ -92,10 +93,10 @@ def make_chunk_fn(cfg):
 def _make_chunk_fn(cfg):
     family = family_of(cfg)
     graphdef = _model_graphdef(cfg)
-    # AdamW at learning rate 1, scaled by each instance's own rate below: optax's
-    # adamw is chain(scale_by_adam, add_decayed_weights, scale(-lr)), so this is
-    # the same update with lr free to vary across the vmapped axis.
-    tx = optax.adamw(1.0, weight_decay=cfg.weight_decay)
+    # The optimizer at learning rate 1, scaled by each instance's own rate below (optax's
+    # adamw is chain(scale_by_adam, add_decayed_weights, scale(-lr))): the same update
+    # with lr free to vary across the vmapped axis.
+    tx = make_optimizer(cfg.optimizer, cfg.weight_decay)
     loss_fn = family.loss_fn(cfg)
 
     def losses(state, key, hp):

@@ -45,7 +45,9 @@ def build(cfg: TransformerConfig, rngs: nnx.Rngs) -> Transformer:
 
 def fixed_frame(cfg: TransformerConfig, seed: int) -> np.ndarray:
     """The fixed embedding E [D, N] of an instance: a frame with anisotropy cfg.anisotropy,
-    drawn from the seed alone."""
+    drawn from the seed alone; with frame='axis', feature i on axis i (E = I)."""
+    if cfg.frame == "axis":
+        return np.eye(cfg.D, cfg.N, dtype=np.float32)
     return anisotropic_features(np.random.default_rng([seed, 7]), cfg.N, cfg.D,
                                 cfg.anisotropy).astype(np.float32)
 
