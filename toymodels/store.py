@@ -382,15 +382,15 @@ class LoadedRun:
         return read_checkpoints(self.run_dir / "checkpoints")
 
 
-def read_json(path: Path, what: str = "toymodels") -> dict:
-    """A JSON object from path, or RunDirError naming the file and what is wrong."""
+def read_json(path: Path, what: str = "toymodels", error=RunDirError) -> dict:
+    """A JSON object from path, or `error` (RunDirError) naming the file and what is wrong."""
     try:
         obj = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is unreadable or corrupt ({e}); it is not a {what} file "
-                          "this version can read") from None
+        raise error(f"{path} is unreadable or corrupt ({e}); it is not a {what} file "
+                    "this version can read") from None
     if not isinstance(obj, dict):
-        raise RunDirError(f"{path} holds a JSON {type(obj).__name__}, not an object")
+        raise error(f"{path} holds a JSON {type(obj).__name__}, not an object")
     return obj
 
 

@@ -15,7 +15,6 @@ vector: those unit rows are the features. An all-zero row (a dead latent, which 
 division would turn into NaN) stays zero; the analysis marks it dead.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +69,8 @@ def read_sae(path) -> tuple[np.ndarray, dict]:
 
 
 def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AnalysisInputError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise AnalysisInputError(f"{path} does not hold a JSON object")
-    return config
+    from toymodels.store import read_json
+    return read_json(path, "SAELens config", AnalysisInputError)
 
 
 def read_features(path) -> tuple[np.ndarray, dict]:
