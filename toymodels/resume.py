@@ -178,8 +178,7 @@ def _refuse_links(path: Path) -> None:
                                   "to start from step 0")
 
 
-def _remove(path: Path) -> str:
-    """Remove a damaged checkpoint step; says what happened, for the note."""
+def _remove(path: Path) -> str:  # a damaged step; says what happened, for the note
     try:
         shutil.rmtree(path)
     except OSError as e:
