@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs" / "optimizer-frame"
+RUNS = ROOT / "runs" / "optimizer-frame"  # --runs moves it
 SEEDS = "100-107"
 OPTIMIZERS = {  # name: --set assignments
     "adamw": ["optimizer=adamw"],
@@ -42,14 +42,14 @@ OPTIMIZERS = {  # name: --set assignments
 FRAMES = ("random", "axis")
 
 
-def run_dir(optimizer: str, frame: str) -> Path:
-    return RUNS / f"{optimizer}-{frame}"
+def run_dir(runs: Path, optimizer: str, frame: str) -> Path:
+    return runs / f"{optimizer}-{frame}"
 
 
-def train_missing() -> None:
+def train_missing(runs: Path) -> None:
     for optimizer, sets in OPTIMIZERS.items():
         for frame in FRAMES:
-            out = run_dir(optimizer, frame)
+            out = run_dir(runs, optimizer, frame)
             if (out / "summary.json").is_file():
                 continue
             cmd = [sys.executable, "-m", "toymodels", "run", "transformer-retrieval",
@@ -59,11 +59,11 @@ def train_missing() -> None:
             subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def head_rows(optimizer: str, frame: str) -> list[dict]:
+def head_rows(runs: Path, optimizer: str, frame: str) -> list[dict]:
     """One row per instance: the solving head's (else the best head's) measurements."""
     from toymodels import load_run
 
-    run = load_run(run_dir(optimizer, frame))
+    run = load_run(run_dir(runs, optimizer, frame))
     cfg = run.config
     (q, k, _), = cfg.pairs
     rows = []
@@ -148,22 +148,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="train the missing runs first")
+    parser.add_argument("--runs", type=Path, default=RUNS, help=f"stored runs (default {RUNS})")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures",
+                        help="where the figure goes (default figures/)")
     args = parser.parse_args()
+    runs = args.runs
     if args.train:
-        train_missing()
-    missing = [run_dir(o, f) for o in OPTIMIZERS for f in FRAMES
-               if not (run_dir(o, f) / "summary.json").is_file()]
+        train_missing(runs)
+    missing = [run_dir(runs, o, f) for o in OPTIMIZERS for f in FRAMES
+               if not (run_dir(runs, o, f) / "summary.json").is_file()]
     if missing:
         sys.exit(f"missing runs: {', '.join(map(str, missing))}; make them with "
                  "python experiments/optimizer_frame.py --train")
-    rows = [r for o in OPTIMIZERS for f in FRAMES for r in head_rows(o, f)]
-    with open(RUNS / "optimizer_frame.csv", "w", newline="") as fh:
+    rows = [r for o in OPTIMIZERS for f in FRAMES for r in head_rows(runs, o, f)]
+    with open(runs / "optimizer_frame.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     summary = summarize(rows)
-    (RUNS / "optimizer_frame.json").write_text(json.dumps(summary, indent=1))
-    figure(rows, ROOT / "figures" / "optimizer_frame.png")
+    (runs / "optimizer_frame.json").write_text(json.dumps(summary, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    figure(rows, args.out / "optimizer_frame.png")
     print(markdown(summary))
 
 

@@ -42,3 +42,41 @@ def test_robustness_figure_draws_from_a_stored_sweep(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "fig" / "appendix_a_robustness.png").stat().st_size > 10_000
+
+
+def test_optimizer_frame_study_reads_stored_runs(tmp_path):
+    """The study's table from stored runs (one tiny run stands in for each combination),
+    and its two Ω measurements on a head set by hand: Ω_f = e_q (a e_k + b e_q)ᵀ has
+    off-template share |b| / √(a² + b²) and self score b / √H."""
+    import csv
+    import shutil
+
+    import numpy as np
+
+    one = tmp_path / "one"
+    assert main(["run", "transformer-retrieval", "--seeds", "0", "--out", str(one),
+                 "--steps", "20", "--set", "batch_size=16", "--set", "chunk_steps=10",
+                 "--no-progress"]) == 0
+    params = dict(np.load(one / "params.npz"))
+    (q, k, _), = ((0, 1, 1.0),)
+    a, b, H = 3.0, -1.5, params["W_Q"].shape[-2]
+    E = params["E"][0]
+    W_Q, W_K = np.zeros_like(params["W_Q"]), np.zeros_like(params["W_K"])
+    W_Q[0, :, :, 0] = E[:, q]
+    W_K[0, :, :, 0] = a * E[:, k] + b * E[:, q]
+    np.savez(one / "params.npz", **{**params, "W_Q": W_Q, "W_K": W_K})
+    runs = tmp_path / "runs"
+    for optimizer in ("adamw", "adamw_rotated", "sgd"):
+        for frame in ("random", "axis"):
+            shutil.copytree(one, runs / f"{optimizer}-{frame}")
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "optimizer_frame.py"),
+                           "--runs", str(runs), "--out", str(tmp_path / "fig")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(runs / "optimizer_frame.csv")))
+    assert len(rows) == 6
+    for row in rows:
+        assert float(row["off_template"]) == pytest.approx(abs(b) / np.hypot(a, b), rel=1e-4)
+        assert float(row["self"]) == pytest.approx(b / np.sqrt(H), rel=1e-4)
+    assert (tmp_path / "fig" / "optimizer_frame.png").stat().st_size > 10_000
+    assert "| adamw | random |" in proc.stdout
