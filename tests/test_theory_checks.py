@@ -60,6 +60,12 @@ def test_worst_seed_fails_on_a_missing_value_wherever_it_is():
         assert _row("c", "p", "0", checks.largest(values), "<=", 0.5, 1)["status"] == "FAIL"
 
 
+def test_seed_labels():
+    assert checks.seed_label([6, 4, 5, 9]) == "4–6, 9"
+    assert checks.seed_label([100]) == "100"
+    assert checks.Seeds(500, True, "").label(4) == "500–503"
+
+
 def test_observations_are_not_predictions():
     r = checks.observation("c", "what", 0.3, 2, seeds="0–1", held_out=True)
     assert r["status"] == "INFO" and r["tolerance"] == "-" and not r["foils"]

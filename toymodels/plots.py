@@ -173,6 +173,8 @@ def plot_pairs_beyond_h(data: dict, out_path):
         for h in heads:
             for dim in dims:
                 at = (H == h) & (d == dim)
+                if not at.any():  # a cell the study leaves out (H >= D)
+                    continue
                 opt, trained = data["fate_optimum"][at], data["fate_trained"][at]
                 bottom = 0.0
                 for f, (name, color) in enumerate(zip(fates, colors)):

@@ -78,6 +78,17 @@ class Seeds:
         return f"{self.first}" if n == 1 else f"{self.first}–{self.first + n - 1}"
 
 
+def seed_label(seeds) -> str:
+    """Seeds as text, contiguous runs as ranges: [4, 5, 6, 9] -> '4–6, 9'."""
+    seeds, runs = sorted(int(s) for s in seeds), []
+    for s in seeds:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs)
+
+
 def _passes(measured, criterion, threshold) -> bool:
     return measured is not None and bool(np.isfinite(measured)) and bool(
         measured >= threshold if criterion == ">=" else measured <= threshold)
@@ -381,7 +392,7 @@ def check_anisotropy(p: Profile):
                                 "tells it from Ω*",
                                 foils=[("random head, same rank and norm",
                                         rand[name][at].mean())],
-                                seeds=", ".join(str(s) for s, a in zip(seeds, at) if a),
+                                seeds=seed_label(s for s, a in zip(seeds, at) if a),
                                 held_out=sd.held_out))
     return rows, data
 

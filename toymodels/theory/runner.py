@@ -63,20 +63,20 @@ def theory_table(rows) -> str:
     from design), then one indented line per foil with the foil's value and verdict; a
     foil that passes is marked DEFECT (the check cannot tell it from the prediction)."""
     lines = [f"{'check':<16}{'prediction':<74}{'predicted':>14}{'measured':>11}"
-             f"  {'tolerance':<10}{'':6}{'seeds'}"]
+             f"  {'tolerance':<11}{'':7}{'seeds'}"]
     lines.append("-" * (len(lines[0]) + 22))
     for r in rows:
         pred = r["prediction"] if len(r["prediction"]) <= 72 else r["prediction"][:71] + "…"
         measured = "-" if r["measured"] is None else f"{r['measured']:.4g}"
         held = "held out" if r.get("held_out") else "design"
         lines.append(f"{r['check']:<16}{pred:<74}{r['predicted']:>14}{measured:>11}"
-                     f"  {r['tolerance']:<10}{r['status']:>4}  {r.get('seeds', '')} ({held})")
+                     f"  {r['tolerance']:<11} {r['status']:>4}  {r.get('seeds', '')} ({held})")
         for f in r.get("foils", []):
             name = f"foil: {f['name']}"
             name = name if len(name) <= 86 else name[:85] + "…"
             value = "-" if f["measured"] is None else f"{f['measured']:.4g}"
             verdict = "FAIL (rejected)" if f["status"] == "FAIL" else "PASS  DEFECT"
-            lines.append(f"{'':18}{name:<86}{value:>11}  {'':10}{verdict}")
+            lines.append(f"{'':18}{name:<86}{value:>11}  {'':12}{verdict}")
         if r.get("no_foil"):
             lines.append(f"{'':18}no foil: {r['no_foil']}")
     n_pass = sum(r["status"] == "PASS" for r in rows)
