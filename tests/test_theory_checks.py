@@ -7,22 +7,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toymodels.theory import checks
+from toymodels.theory import checks, foils
 from toymodels.theory import closed_form as theory
 from toymodels.cli import main
 from toymodels.tasks.toy import second_moment, template_matrix
 from toymodels.theory.runner import draw_figures, run_theory
 
 TINY = checks.Profile("tiny", seeds=2, steps=100, eps=(0.0, 1.72), multi_seeds=1,
-                      multi_steps=30, rank_h_steps=30, eps_steps=100, rank_h_dims=(4,),
+                      multi_steps=30, rank_h_steps=30, eps_steps=100, rank_h_dims=(4, 8),
                       rank_h_heads=(2,))
 
 
+def _row(*args):
+    return checks.row(*args, seeds="0", held_out=True, no_foil="test")
+
+
 def test_row_status():
-    assert checks.row("c", "p", "1", 0.99, ">=", 0.99, 1)["status"] == "PASS"
-    assert checks.row("c", "p", "1", 0.98, ">=", 0.99, 1)["status"] == "FAIL"
-    assert checks.row("c", "p", "0", 0.06, "<=", 0.05, 1)["status"] == "FAIL"
-    assert checks.row("c", "p", "0", float("nan"), "<=", 0.05, 1)["status"] == "FAIL"
+    assert _row("c", "p", "1", 0.99, ">=", 0.99, 1)["status"] == "PASS"
+    assert _row("c", "p", "1", 0.98, ">=", 0.99, 1)["status"] == "FAIL"
+    assert _row("c", "p", "0", 0.06, "<=", 0.05, 1)["status"] == "FAIL"
+    assert _row("c", "p", "0", float("nan"), "<=", 0.05, 1)["status"] == "FAIL"
 
 
 def _factor(Omega, H):
@@ -32,35 +36,39 @@ def _factor(Omega, H):
 
 
 def test_closed_form_comparison_on_a_planted_head():
-    """A head planted at exactly Ω* measures |cos| 1 and errors 0; a head planted at the
-    naive x_0x_1ᵀ does not, at Theorem 1's ε."""
+    """A head planted at exactly Ω* (through W_Q, W_K) measures |cos| 1 and errors 0; a head
+    planted at the naive x_0x_1ᵀ does not, at Theorem 1's ε."""
     cfg = checks.THEOREM_CFG
     X = theory.anisotropic_features(np.random.default_rng(0), cfg.N, cfg.D, checks.THEOREM1_EPS)
-    M = second_moment(cfg)
-    star = theory.closed_form_omega(X, X, template_matrix(cfg.template, cfg.N), 1.0, M, M)
+    star = checks._star(cfg, X)
     W_Q, W_K = _factor(star, cfg.H)
-    m = checks._compare_closed_form(cfg, {"W": X[None], "W_Q": W_Q[None], "W_K": W_K[None]}, 0)
-    assert m["cos_u"] == pytest.approx(1, abs=1e-9) and m["cos_v"] == pytest.approx(1, abs=1e-9)
-    assert m["sigma_err"] == pytest.approx(0, abs=1e-9)
-    assert m["matrix_err"] == pytest.approx(0, abs=1e-6)
-    assert m["naive_star_cos"] < 0.99 and m["naive_err"] > 0.1
-    # the naive guess Ω ∝ x_0 x_1ᵀ (ignoring Σ_X⁻¹) fails both rows
-    W_Q, W_K = _factor(np.outer(X[:, 0], X[:, 1]), cfg.H)
-    m = checks._compare_closed_form(cfg, {"W": X[None], "W_Q": W_Q[None], "W_K": W_K[None]}, 0)
-    assert min(m["cos_u"], m["cos_v"]) < 0.99 and m["matrix_err"] > 0.05
-    assert m["naive_cos"] == pytest.approx(1, abs=1e-9)
+    om = checks._omega({"W_Q": W_Q[None], "W_K": W_K[None]}, 0)
+    assert checks.top_pair_cos(om, star) == pytest.approx(1, abs=1e-9)
+    assert checks.matrix_error(om, star) == pytest.approx(0, abs=1e-6)
+    assert checks.spectrum_error(om, star) == pytest.approx(0, abs=1e-6)
+    naive = checks._naive(cfg, X)
+    assert checks.top_pair_cos(naive, star) < 0.99
+    assert checks.matrix_error(foils.best_scale(naive, star) * naive, star) > 0.05
+    assert min(checks.feature_cos(naive, X)) == pytest.approx(1, abs=1e-9)
 
 
 def test_worst_seed_fails_on_a_missing_value_wherever_it_is():
     assert checks.worst([0.9, 0.97]) == 0.9
     for values in ([None, 0.99, 0.98], [0.99, None], [0.99, float("nan")], []):
         assert np.isnan(checks.worst(values))
-        assert checks.row("c", "p", "1", checks.worst(values), ">=", 0.5, 1)["status"] == "FAIL"
+        assert _row("c", "p", "1", checks.worst(values), ">=", 0.5, 1)["status"] == "FAIL"
+        assert _row("c", "p", "0", checks.largest(values), "<=", 0.5, 1)["status"] == "FAIL"
+
+
+def test_seed_labels():
+    assert checks.seed_label([6, 4, 5, 9]) == "4–6, 9"
+    assert checks.seed_label([100]) == "100"
+    assert checks.Seeds(500, True, "").label(4) == "500–503"
 
 
 def test_observations_are_not_predictions():
-    r = checks.observation("c", "what", 0.3, 2)
-    assert r["status"] == "INFO" and r["tolerance"] == "-"
+    r = checks.observation("c", "what", 0.3, 2, seeds="0–1", held_out=True)
+    assert r["status"] == "INFO" and r["tolerance"] == "-" and not r["foils"]
 
 
 def test_r2_through_the_origin():
@@ -120,12 +128,20 @@ def tiny_run(tmp_path_factory):
     return out, record
 
 
+def _verdict(measured, tolerance):
+    criterion, threshold = tolerance.split()
+    ok = np.isfinite(measured) and (measured >= float(threshold) if criterion == ">="
+                                    else measured <= float(threshold))
+    return "PASS" if ok else "FAIL"
+
+
 def test_tiny_run_stores_table_data_and_figures(tiny_run):
     out, record = tiny_run
-    table = pd.read_csv(out / "theory.csv")
+    table = pd.read_csv(out / "theory.csv", keep_default_na=False)
     assert list(table.check.unique()) == list(checks.CHECKS)
     assert set(table.status) <= {"PASS", "FAIL", "INFO"}
-    assert {"prediction", "predicted", "measured", "tolerance", "status"} <= set(table.columns)
+    assert {"prediction", "predicted", "measured", "tolerance", "status", "seeds", "held_out",
+            "foil", "foil_measured", "foil_status", "no_foil", "defect"} <= set(table.columns)
     stored = json.loads((out / "theory.json").read_text())
     assert stored["profile"]["name"] == "tiny" and stored["rows"] == record["rows"]
     assert stored["versions"]["jax"] and "git_commit" in stored
@@ -134,7 +150,59 @@ def test_tiny_run_stores_table_data_and_figures(tiny_run):
     # the multi-pair check trains seeds the preset was not tuned on
     with np.load(out / "data" / "multi_pair.npz") as f:
         assert f["seeds"][0] == checks.HELD_OUT_SEED
-    assert (table.status == "INFO").sum() == 2  # the observations
+
+
+def test_tiny_run_verdicts_follow_from_values(tiny_run):
+    """Every verdict, the row's and each foil's, is its value against the tolerance;
+    every prediction row has a foil or says why not; a defect is exactly a foil that
+    passes; every row names its seeds, all held out."""
+    _, record = tiny_run
+    for r in record["rows"]:
+        assert r["seeds"] and r["held_out"] is True, r["prediction"]
+        if r["status"] == "INFO":
+            assert not r["foils"] and r["tolerance"] == "-"
+            continue
+        measured = np.nan if r["measured"] is None else r["measured"]
+        assert r["status"] == _verdict(measured, r["tolerance"]), r["prediction"]
+        assert r["foils"] or r["no_foil"], r["prediction"]
+        for f in r["foils"]:
+            value = np.nan if f["measured"] is None else f["measured"]
+            assert f["status"] == _verdict(value, r["tolerance"]), (r["prediction"], f)
+        assert bool(r["defect"]) == any(f["status"] == "PASS" for f in r["foils"])
+
+
+def test_tiny_run_values(tiny_run):
+    """What even 100 steps decide, and the table's numbers against the stored data."""
+    out, record = tiny_run
+    rows = {}
+    for r in record["rows"]:
+        rows.setdefault(r["check"], []).append(r)
+    # Foils built from the closed forms are rejected however short the training.
+    for check, index in (("theorem1", 0), ("theorem1", 1), ("theorem1", 2), ("theorem1", 3),
+                         ("isotropy", 0), ("anisotropy", 0), ("multi_pair", 0),
+                         ("multi_pair", 2), ("multi_pair", 3), ("sigma_targets", 0),
+                         ("pairs_beyond_h", 0), ("pairs_beyond_h", 2)):
+        r = rows[check][index]
+        assert r["foils"] and all(f["status"] == "FAIL" for f in r["foils"]), r["prediction"]
+    # Theorem 1's top pair is found within 100 steps at ε = 3
+    assert rows["theorem1"][0]["status"] == "PASS" and rows["theorem1"][0]["measured"] > 0.99
+    with np.load(out / "data" / "anisotropy.npz") as f:
+        assert rows["anisotropy"][0]["measured"] == pytest.approx(f["angle_error"].max())
+        assert rows["anisotropy"][0]["foils"][0]["measured"] == pytest.approx(
+            f["angle_error_naive"].max())
+        assert f["angle_error_naive"].max() > 10  # Ω* at ε = 1.72 is that far from x_0
+    with np.load(out / "data" / "sigma_targets.npz") as f:
+        assert rows["sigma_targets"][0]["measured"] == pytest.approx(f["spectrum_error"].max())
+        one = f["seed"] == f["seed"][0]
+        t, s = f["targets"][one], f["sigma_star"][one]
+        np.testing.assert_allclose(s / s[t == 1.0], t, rtol=1e-9)  # Ω* linear in the target
+    with np.load(out / "data" / "pairs_beyond_h.npz") as f:
+        assert rows["pairs_beyond_h"][0]["measured"] == pytest.approx(f["error"].max())
+        assert rows["pairs_beyond_h"][0]["foils"][0]["measured"] == pytest.approx(
+            f["truncation_error"].max())
+    with np.load(out / "data" / "multi_pair.npz") as f:
+        assert (f["wedin_sin_bound"] >= 0).all() and (f["wedin_sin_bound"] <= 1).all()
+    assert sum(r["status"] == "INFO" for r in record["rows"]) == 7  # the observations
 
 
 def test_figures_redraw_from_stored_data(tiny_run, tmp_path):

@@ -158,6 +158,9 @@ def plot_pairs_beyond_h(data: dict, out_path):
             ax.plot(d[at] + jitter, data["error"][at], "o", ms=4, label=f"trained, H={h}")
             ax.plot(d[at] + jitter, np.maximum(data["strongest_h_error"][at], 1e-3), "x", ms=4,
                     color="0.5", label="the H strongest pairs kept whole" if n == 0 else None)
+            if "truncation_error" in data:  # the plain (unweighted) truncation [Ω*]_H
+                ax.plot(d[at] + jitter, np.maximum(data["truncation_error"][at], 1e-3), "+",
+                        ms=5, color="0.2", label="plain truncation [Ω*]_H" if n == 0 else None)
         ax.axhline(0.05, color="r", ls="--", lw=0.8, label="tolerance")
         ax.set_yscale("log")
         ax.set_ylim(8e-4, 2)
@@ -170,6 +173,8 @@ def plot_pairs_beyond_h(data: dict, out_path):
         for h in heads:
             for dim in dims:
                 at = (H == h) & (d == dim)
+                if not at.any():  # a cell the study leaves out (H >= D)
+                    continue
                 opt, trained = data["fate_optimum"][at], data["fate_trained"][at]
                 bottom = 0.0
                 for f, (name, color) in enumerate(zip(fates, colors)):

@@ -1,7 +1,8 @@
 """`toymodels theory`: run the checks, store the table and its data, draw the figures.
 
   DIR/theory.json   profile, rows, seconds per check, versions, git commit
-  DIR/theory.csv    the table (one row per prediction; loads with pandas.read_csv)
+  DIR/theory.csv    the table (one row per prediction with its seeds, whether they were
+                    held out, and its foils' names, values and verdicts; pandas.read_csv)
   DIR/data/<check>.npz  what each figure is drawn from
   DIR/figures/      fig2b_multi_pair.png, fig4_anisotropy.png, pairs_beyond_h.png
 
@@ -33,7 +34,7 @@ def run_theory(profile: Profile, out_dir, *, only=None, overwrite: bool = False)
             for name, arrays in data.items():
                 if arrays:
                     np.savez(stage / "data" / f"{name}.npz", **arrays)
-            write_csv(stage / "theory.csv", rows)
+            write_csv(stage / "theory.csv", csv_rows(rows))
             write_json(stage / MARKER, record)
     draw_figures(out, out / "figures")
     return record
@@ -58,18 +59,38 @@ def draw_figures(theory_dir, fig_dir) -> list[Path]:
 
 
 def theory_table(rows) -> str:
+    """The table as printed: one line per row (its seeds, and whether they were held out
+    from design), then one indented line per foil with the foil's value and verdict; a
+    foil that passes is marked DEFECT (the check cannot tell it from the prediction)."""
     lines = [f"{'check':<16}{'prediction':<74}{'predicted':>14}{'measured':>11}"
-             f"  {'tolerance':<10}{'':4}"]
-    lines.append("-" * len(lines[0]))
+             f"  {'tolerance':<11}{'':7}{'seeds'}"]
+    lines.append("-" * (len(lines[0]) + 22))
     for r in rows:
         pred = r["prediction"] if len(r["prediction"]) <= 72 else r["prediction"][:71] + "…"
         measured = "-" if r["measured"] is None else f"{r['measured']:.4g}"
+        held = "held out" if r.get("held_out") else "design"
         lines.append(f"{r['check']:<16}{pred:<74}{r['predicted']:>14}{measured:>11}"
-                     f"  {r['tolerance']:<10}{r['status']:>4}")
+                     f"  {r['tolerance']:<11} {r['status']:>4}  {r.get('seeds', '')} ({held})")
+        for f in r.get("foils", []):
+            name = f"foil: {f['name']}"
+            name = name if len(name) <= 86 else name[:85] + "…"
+            value = "-" if f["measured"] is None else f"{f['measured']:.4g}"
+            verdict = "FAIL (rejected)" if f["status"] == "FAIL" else "PASS  DEFECT"
+            lines.append(f"{'':18}{name:<86}{value:>11}  {'':12}{verdict}")
+        if r.get("no_foil"):
+            lines.append(f"{'':18}no foil: {r['no_foil']}")
     n_pass = sum(r["status"] == "PASS" for r in rows)
     n_pred = sum(r["status"] != "INFO" for r in rows)
-    lines.append(f"{n_pass} of {n_pred} predictions PASS (INFO rows are observations)")
+    n_defect = sum(bool(r.get("defect")) for r in rows)
+    lines.append(f"{n_pass} of {n_pred} predictions PASS (INFO rows are observations); "
+                 f"{n_defect} rows with a foil that passes (defects of the check)")
     return "\n".join(lines)
 
 
-__all__ = ["CHECKS", "run_theory", "draw_figures", "theory_table"]
+def csv_rows(rows) -> list[dict]:
+    """The rows as flat CSV records: the foils as joined columns (foil, foil_measured,
+    foil_status); theory.json keeps them as lists."""
+    return [{k: v for k, v in r.items() if k != "foils"} for r in rows]
+
+
+__all__ = ["CHECKS", "run_theory", "draw_figures", "theory_table", "csv_rows"]
