@@ -135,7 +135,8 @@ def test_interference_rows_tell_orthogonal_from_superposed_features():
     assert status(with_head.min(), ">=", 0.05) == "FAIL"  # row 2's foil
     # the analysis' definition
     ref = analyze(W.astype(np.float32), W_Q=np.eye(10, dtype=np.float32)[None],
-                  W_K=np.eye(10, dtype=np.float32)[None], template=((0, 1, 1.0),)).features
+                  W_K=np.eye(10, dtype=np.float32)[None], template=((0, 1, 1.0),),
+                  layout="toymodels").features
     np.testing.assert_allclose(without, [ref[0]["interference"], ref[1]["interference"]],
                                rtol=1e-4)
 
@@ -171,7 +172,7 @@ def test_ownership_rejects_random_heads():
     W = rng.standard_normal((MULTI.D, MULTI.N)).astype(np.float32)
     res = analyze(W, W_Q=rng.standard_normal((4, 50, 50)).astype(np.float32),
                   W_K=rng.standard_normal((4, 50, 50)).astype(np.float32),
-                  template=MULTI.template, axes=("instance",))
+                  template=MULTI.template, axes=("instance",), layout="toymodels")
     assert min(h["n_pairs_matched"] for h in res.heads) == P  # what the old row counted
     owned = checks.owned_pairs(res.pairs, 4, P)
     assert owned.max() <= 2

@@ -461,7 +461,7 @@ def analyze_heads(W, omegas, template):
     the same analysis as the trained heads)."""
     WQ, WK = zip(*(foils.factor(o) for o in omegas))
     return analyze(np.asarray(W, np.float32), W_Q=np.stack(WQ), W_K=np.stack(WK),
-                   template=template, axes=("instance",))
+                   template=template, axes=("instance",), layout="toymodels")
 
 
 def _heads_metrics(analysis, P: int, n: int) -> dict:
