@@ -407,3 +407,69 @@ def test_cli_errors_are_one_line_in_a_fresh_process(tmp_path):
                              str(tmp_path / "huge.npz"), "--features", str(tmp_path / "f.npy")],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
+# ---- the review's findings (issue 21, second pass) -------------------------------------
+
+
+def test_a_result_copied_inside_another_is_not_taken_as_its_own(toy_run, tmp_path, capsys):
+    out = tmp_path / "R"
+    shutil.copytree(toy_run, out)
+    shutil.copytree(out / "analysis", out / "analysis_kept")  # its own record, not listed
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+                    "analysis_kept/")
+    assert (out / "analysis_kept" / "heads.csv").is_file()
+
+
+@pytest.mark.parametrize("record", ['{"files": null}', '{"files": 3}', "[1]", "not json"])
+def test_a_damaged_record_refuses_overwrite_in_one_line(record, toy_run, tmp_path, capsys):
+    out = tmp_path / "R"
+    shutil.copytree(toy_run, out)
+    (out / store.OWNED_FILES).write_text(record)
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+                    "toymodels did not write")
+    assert (out / "summary.json").is_file()
+
+
+def test_a_sweep_directory_without_a_manifest_holds_only_groups(tmp_path, capsys):
+    out = tmp_path / "S"
+    (out / "groups").mkdir(parents=True)
+    (out / "results.parquet").write_text("mine")
+    one_line_exit_2(["sweep", str(REPO / "experiments/sweeps/robustness.toml"), "--out",
+                     str(out)], capsys, "not a sweep directory")
+    assert (out / "results.parquet").read_text() == "mine"
+
+
+def test_an_npz_whose_zip_directory_lies_is_refused(weights, tmp_path, capsys, monkeypatch):
+    import toymodels.arrays
+
+    def never(*args, **kwargs):
+        raise AssertionError("the array was allocated before its size was checked")
+
+    monkeypatch.setattr(toymodels.arrays.npy_format, "read_array", never)
+    member = tmp_path / "W_Q.npy"
+    huge_header_npy(member, (10**4, 10**4))  # 800 MB claimed, under the directory's lie
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as z:
+        z.write(member, "W_Q.npy")
+    data = bytearray((tmp_path / "lie.npz").read_bytes())
+    # the central directory's uncompressed size (offset 24 of its entry) claims 4.3 GB
+    entry = data.rindex(b"PK\x01\x02")
+    data[entry + 24:entry + 28] = (0xFFFFFFFF).to_bytes(4, "little")
+    (tmp_path / "lie.npz").write_bytes(bytes(data))
+    one_line_exit_2(["analyze", str(tmp_path / "lie.npz"), "--features", weights[2], "--out",
+                     str(tmp_path / "A")], capsys, "claims a float64 array")
+
+
+def test_a_link_or_file_where_checkpoints_go_is_refused(tmp_path, capsys):
+    from toymodels.resume import run_checkpoint_dir
+    out = tmp_path / "R"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    run_checkpoint_dir(out).symlink_to(mine)
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY], capsys, "link or a file")
+    run_checkpoint_dir(out).unlink()
+    run_checkpoint_dir(out).write_text("a file")
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+                    "link or a file")
+    assert (mine / "keep.txt").read_text() == "mine"

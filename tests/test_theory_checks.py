@@ -236,3 +236,10 @@ def test_theory_refuses_a_foreign_directory(tmp_path, capsys):
     assert main(["theory", "--only", "isotropy", "--out", str(foreign), "--overwrite"]) == 2
     assert "not a toymodels run" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_theory_output_records_its_figures_so_overwrite_replaces_it(tiny_run):
+    from toymodels.store import foreign_files
+    out, _ = tiny_run
+    assert list((out / "figures").glob("*.png"))  # drawn into the staged result
+    assert foreign_files(out) == []

@@ -50,6 +50,19 @@ def read_npy(path, error) -> np.ndarray:
         raise error(f"cannot read {path} as .npy: {e}") from None
 
 
+MAX_DEFLATE_RATIO = 1032
+"""Deflate expands at most about 1032:1, so a member's data is bounded by its compressed
+size even where the zip directory's uncompressed size lies."""
+
+
+def _stored_bound(info: zipfile.ZipInfo, path: Path) -> int:
+    """The most bytes a member can really hold: its declared size, capped by what its
+    compressed bytes (themselves within the archive) can expand to."""
+    compressed = min(info.compress_size, path.stat().st_size)
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else MAX_DEFLATE_RATIO
+    return min(info.file_size, compressed * ratio)
+
+
 def read_npz(path, error, keys=None) -> dict[str, np.ndarray]:
     """The arrays of an .npz (only those named in keys, if given), each member's header
     checked against its stored size first."""
@@ -64,7 +77,7 @@ def read_npz(path, error, keys=None) -> dict[str, np.ndarray]:
             for key in wanted:
                 info = members[key]
                 with archive.open(info) as fp:
-                    _check_header(fp, info.file_size)
+                    _check_header(fp, _stored_bound(info, path))
                 with archive.open(info) as fp:
                     out[key] = npy_format.read_array(fp, allow_pickle=False)
             return out

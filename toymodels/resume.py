@@ -147,6 +147,9 @@ def check_checkpoints(plan: CheckpointPlan, overwrite: bool = False, what: str =
     """Refuse (RunDirError, one line) checkpoints of another run at plan.path, or with
     overwrite discard them; checkpoints of this very run are left to resume from."""
     _remove_stale_creations(plan.path)
+    if plan.path.is_symlink() or (plan.path.exists() and not plan.path.is_dir()):
+        raise RunDirError(f"{plan.path} is where toymodels keeps this run's checkpoints, but it "
+                          "is a link or a file; move it away")
     if not plan.path.exists():
         return
     try:
@@ -168,8 +171,7 @@ def check_checkpoints(plan: CheckpointPlan, overwrite: bool = False, what: str =
 
 
 def _refuse_links(path: Path) -> None:
-    """RunDirError if a checkpoint folder holds a symbolic link: toymodels writes none, and
-    resuming through one (or removing it as damaged) would touch files outside the folder."""
+    """RunDirError if a checkpoint folder holds a link: toymodels writes none there."""
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             if (Path(root) / name).is_symlink():
@@ -180,10 +182,9 @@ def _refuse_links(path: Path) -> None:
 
 def _remove(path: Path) -> str:  # a damaged step; says what happened, for the note
     try:
-        shutil.rmtree(path)
+        return shutil.rmtree(path) or "removed it"
     except OSError as e:
         return f"could not remove it ({e.strerror or e})"
-    return "removed it"
 
 
 def differences(theirs: dict, ours: dict) -> str:

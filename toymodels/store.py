@@ -96,22 +96,29 @@ def _entries(folder: Path):
 
 
 def foreign_files(out: Path) -> list[str] | None:
-    """Paths under out (relative) that no toymodels commit recorded, nested results (an
-    analysis/ inside a run) by their own record; None if out records nothing at all."""
+    """Paths under out (relative) that no toymodels commit recorded; None if out records
+    nothing at all. A nested result (a run's analysis/) counts by its own record, but only
+    where the record above it lists that record: a result copied in by hand is foreign."""
     out = Path(out)
     if not (out / OWNED_FILES).is_file():
         return None
     owned = set()
-    for root, _, files in os.walk(out):
-        if OWNED_FILES in files:
-            root = Path(root)
-            try:
-                listed = json.loads((root / OWNED_FILES).read_text()).get("files", [])
-            except (OSError, ValueError, AttributeError):
-                listed = []  # unreadable: nothing below it counts as ours
-            owned |= {root / p for p in listed if isinstance(p, str)}
+    for root, _, files in os.walk(out):  # top-down: a parent's record is read first
+        root = Path(root)
+        record = root / OWNED_FILES
+        if OWNED_FILES in files and (root == out or record in owned):
+            owned |= {root / p for p in _read_record(record)}
     return sorted(str(p.relative_to(out)) for p in _entries(out)
                   if p.name != OWNED_FILES and p not in owned)
+
+
+def _read_record(path: Path) -> list[str]:
+    """The paths a record lists; [] if it is unreadable (then nothing below counts as ours)."""
+    try:
+        listed = json.loads(path.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [p for p in listed if isinstance(p, str)] if isinstance(listed, list) else []
 
 
 def _listing(paths: list[str], at_most: int = 3) -> str:

@@ -318,7 +318,10 @@ def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
 
     out = Path(out_dir)
     refuse_link(out)
-    ours = (out / "manifest.json").is_file() or (out / "groups").is_dir()
+    # a sweep killed before its manifest was written holds only groups/ (and .checkpoints/)
+    ours = (out / "manifest.json").is_file() or (
+        out.is_dir() and (out / "groups").is_dir()
+        and {p.name for p in out.iterdir()} <= {"groups", ".checkpoints"})
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not ours)):
         raise RunDirError(f"--out {out} exists and is not a sweep directory; choose another")
     if not (out / "manifest.json").is_file():

@@ -36,7 +36,7 @@ def run_theory(profile: Profile, out_dir, *, only=None, overwrite: bool = False)
                     np.savez(stage / "data" / f"{name}.npz", **arrays)
             write_csv(stage / "theory.csv", csv_rows(rows))
             write_json(stage / MARKER, record)
-    draw_figures(out, out / "figures")
+            draw_figures(stage, stage / "figures")  # staged too, so the record lists them
     return record
 
 
