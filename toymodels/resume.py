@@ -28,8 +28,7 @@ at the same chunk boundary is the uninterrupted run, bit for bit.
 A step counts only if orbax finalized it (it writes `<S>.orbax-checkpoint-tmp` and renames
 it when complete) and every file matches its digest; a step that does not (killed while
 saving, truncated or damaged later) is reported in one line on stderr and removed, and
-the one before it is used. Saves are synchronous: nothing is in flight when a run is
-killed between saves.
+the one before it is used. Saves are synchronous: nothing is in flight between saves.
 """
 
 import contextlib
