@@ -12,6 +12,7 @@ from toymodels.theory import closed_form as theory
 from toymodels.cli import main
 from toymodels.tasks.toy import second_moment, template_matrix
 from toymodels.theory.runner import draw_figures, run_theory
+from theory_verdict import verdict
 
 TINY = checks.Profile("tiny", seeds=2, steps=100, eps=(0.0, 1.72), multi_seeds=1,
                       multi_steps=30, rank_h_steps=30, eps_steps=100, rank_h_dims=(4, 8),
@@ -128,13 +129,6 @@ def tiny_run(tmp_path_factory):
     return out, record
 
 
-def _verdict(measured, tolerance):
-    criterion, threshold = tolerance.split()
-    ok = np.isfinite(measured) and (measured >= float(threshold) if criterion == ">="
-                                    else measured <= float(threshold))
-    return "PASS" if ok else "FAIL"
-
-
 def test_tiny_run_stores_table_data_and_figures(tiny_run):
     out, record = tiny_run
     table = pd.read_csv(out / "theory.csv", keep_default_na=False)
@@ -163,11 +157,11 @@ def test_tiny_run_verdicts_follow_from_values(tiny_run):
             assert not r["foils"] and r["tolerance"] == "-"
             continue
         measured = np.nan if r["measured"] is None else r["measured"]
-        assert r["status"] == _verdict(measured, r["tolerance"]), r["prediction"]
+        assert r["status"] == verdict(measured, r["tolerance"]), r["prediction"]
         assert r["foils"] or r["no_foil"], r["prediction"]
         for f in r["foils"]:
             value = np.nan if f["measured"] is None else f["measured"]
-            assert f["status"] == _verdict(value, r["tolerance"]), (r["prediction"], f)
+            assert f["status"] == verdict(value, r["tolerance"]), (r["prediction"], f)
         assert bool(r["defect"]) == any(f["status"] == "PASS" for f in r["foils"])
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from theory_verdict import verdict
 
 STORED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "theory_quick.csv"
 
@@ -14,13 +15,6 @@ STORED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "theor
 @pytest.fixture(scope="module")
 def table():
     return pd.read_csv(STORED, keep_default_na=False)
-
-
-def _verdict(value, tolerance):
-    criterion, threshold = tolerance.split()
-    ok = np.isfinite(value) and (value >= float(threshold) if criterion == ">="
-                                 else value <= float(threshold))
-    return "PASS" if ok else "FAIL"
 
 
 def test_no_foil_passes_in_the_stored_quick_table(table):
@@ -35,7 +29,7 @@ def test_no_foil_passes_in_the_stored_quick_table(table):
             for name, value, st in zip(names, values, statuses):
                 assert st == "FAIL", f"defect: foil {name!r} passes {r.prediction!r}"
                 v = np.nan if value == "-" else float(value)
-                assert _verdict(v, r.tolerance) == "FAIL", (r.prediction, name)
+                assert verdict(v, r.tolerance) == "FAIL", (r.prediction, name)
         assert not r.defect, r.prediction
 
 
@@ -44,7 +38,7 @@ def test_stored_rows_name_their_seeds_and_verdicts_follow_from_values(table):
         assert r.seeds and str(r.held_out) == "True", r.prediction
         if r.status != "INFO":
             value = float(r.measured) if r.measured != "" else np.nan
-            assert r.status == _verdict(value, r.tolerance), r.prediction
+            assert r.status == verdict(value, r.tolerance), r.prediction
 
 
 def test_the_rows_issue_19_changed_are_in_the_stored_table(table):
