@@ -90,8 +90,8 @@ def bench_shape(D, H, heads, loop_heads):
 
 
 def bench_dynamics(steps=2000):
-    from toymodels.config import make_instances, preset
-    from toymodels.train import train
+    from toymodels.configs import make_instances, preset
+    from toymodels.training.loop import train
 
     base = preset("single-pair").replace(steps=steps, record_spacing="linear")
     insts = make_instances(base, range(8))

@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 
 from toymodels.blas import one_blas_thread
-from toymodels.config import make_instances, preset
+from toymodels.configs import make_instances, preset
 from toymodels.errors import ConfigError
 from toymodels.models import toy as toy_model
 from toymodels.tasks.toy import step_orders
-from toymodels.train import _instance_hparams, _make_chunk_fn, init_states, program_key
+from toymodels.training.loop import _instance_hparams, _make_chunk_fn, init_states, program_key
 
 
 @contextlib.contextmanager

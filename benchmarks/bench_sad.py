@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from toymodels.analysis import sad
-from toymodels.checkpoints import load_checkpoint
-from toymodels.prompts import ioi_prompts
+from toymodels.pretrained import load_pretrained
+from toymodels.pretrained.prompts import ioi_prompts
 
 
 def nrecon(c, rel, K):
@@ -72,7 +72,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    ckpt = load_checkpoint("minilm")
+    ckpt = load_pretrained("minilm")
     enc = ckpt.encode(ioi_prompts(args.prompts, seed=0))
     ckpt.forward(enc)  # compile
     t = time.perf_counter()

@@ -24,9 +24,9 @@ import time
 
 import jax
 
-from toymodels.config import make_instances, preset
+from toymodels.configs import make_instances, preset
 from toymodels.models.toy import logit_macs, reconstruction_macs
-from toymodels.train import train
+from toymodels.training.loop import train
 
 
 def matmul_flops(cfg) -> int:

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from toymodels.blas import one_blas_thread
-from toymodels.config import make_instances, preset
+from toymodels.configs import make_instances, preset
 from toymodels.errors import ConfigError
 from toymodels.families import family_of
 from toymodels.tasks.toy import sample_batch
-from toymodels.train import _instance_hparams, _model_graphdef, init_states, train
+from toymodels.training.loop import _instance_hparams, _model_graphdef, init_states, train
 
 
 def scanned(cfg, part):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from toymodels.plots_sad import plot_head_map, plot_nrecon
+from toymodels.plots.sad import plot_head_map, plot_nrecon
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--runs", default="runs", type=Path)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from toymodels import load_run
 from toymodels.analysis import sad
-from toymodels.run_transformer import attention_inputs, task_sequences
+from toymodels.families.transformer import attention_inputs, task_sequences
 from toymodels.store import claim, staged
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

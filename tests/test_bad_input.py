@@ -17,7 +17,7 @@ import pytest
 
 from toymodels import AnalysisInputError, ConfigError, RunDirError, ToyConfig, load_run
 from toymodels.cli import main
-from toymodels.config import apply_overrides, make_instances, parse_seeds, preset
+from toymodels.configs import apply_overrides, make_instances, parse_seeds, preset
 from toymodels import store
 from toymodels.store import staged
 from toymodels.sweep import SweepSpec, load_spec

@@ -1,6 +1,6 @@
 import pytest
 
-from toymodels.config import (BATCHED_FIELDS, ConfigError, ToyConfig, apply_overrides,
+from toymodels.configs import (BATCHED_FIELDS, ConfigError, ToyConfig, apply_overrides,
                               make_instances, many_pairs, parse_seeds, parse_template,
                               parse_vary, preset)
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from toymodels.config import make_instances, preset
-from toymodels.dynamics import first_crossings, record_steps
+from toymodels.configs import make_instances, preset
+from toymodels.training.dynamics import first_crossings, record_steps
 from toymodels.analysis.alignment import analyze
-from toymodels.train import train
+from toymodels.training.loop import train
 
 TINY = preset("single-pair").replace(N=6, D=4, H=3, m=4, batch_size=32, steps=60,
                                      chunk_steps=20, record_points=12)

@@ -15,7 +15,7 @@ import pytest
 
 from toymodels import AnalysisInputError, ConfigError, RunDirError, load_run
 from toymodels.cli import main
-from toymodels.config import make_instances, preset
+from toymodels.configs import make_instances, preset
 from toymodels import store
 from toymodels.sweep import SweepSpec, load_spec, plan, run_sweep
 
@@ -233,8 +233,8 @@ def test_sad_refuses_a_task_prompt_set_that_cannot_fit(transformer_run, tmp_path
                                                         monkeypatch):
     one_line_exit_2(["sad", str(transformer_run), "--prompts", "task:100000000", "--out",
                      str(tmp_path / "s")], capsys, "must be in [1, 1,000,000]")
-    import toymodels.config
-    monkeypatch.setattr(toymodels.config, "machine_bytes", lambda: 10**8)  # a 100 MB machine
+    import toymodels.configs
+    monkeypatch.setattr(toymodels.configs, "machine_bytes", lambda: 10**8)  # a 100 MB machine
     one_line_exit_2(["sad", str(transformer_run), "--prompts", "task:1000000", "--out",
                      str(tmp_path / "s")], capsys, "GB of memory")
     assert not (tmp_path / "s").exists()
@@ -287,7 +287,7 @@ def test_load_run_and_make_instances_refuse_non_paths_and_non_seeds():
 
 def test_a_link_among_checkpoint_steps_is_refused_and_nothing_claims_removal(
         tmp_path, capsys):
-    from toymodels.resume import run_checkpoint_dir
+    from toymodels.training.checkpoints import run_checkpoint_dir
     out = tmp_path / "R"
     args = ["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TINY,
             "--checkpoint-every", "15"]
@@ -461,7 +461,7 @@ def test_an_npz_whose_zip_directory_lies_is_refused(weights, tmp_path, capsys, m
 
 
 def test_a_link_or_file_where_checkpoints_go_is_refused(tmp_path, capsys):
-    from toymodels.resume import run_checkpoint_dir
+    from toymodels.training.checkpoints import run_checkpoint_dir
     out = tmp_path / "R"
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 
 from toymodels import analyze
 from toymodels.cli import main
-from toymodels.config_transformer import TRANSFORMER_PRESETS
+from toymodels.configs import TRANSFORMER_PRESETS
 from toymodels.errors import AnalysisInputError, LayoutError
 from toymodels.families import transformer as family
 from toymodels.interop.layouts import check_layout
@@ -506,7 +506,7 @@ def test_round_trip_through_the_transformer_lens_reader_gives_the_runs_tables(ti
                                                                                tmp_path):
     """Re-read each instance's export as TransformerLens weights (layout named), with the
     exported embedding as features: the analysis tables equal the run's own, byte for byte."""
-    from toymodels.store import write_analysis
+    from toymodels.rundir import write_analysis
     record = json.loads((exported / "export.json").read_text())
     heads, embeddings = [], []
     for inst in record["instances"]:

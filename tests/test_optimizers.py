@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels import ConfigError
-from toymodels.config import preset
-from toymodels.optimizers import MOMENTUM, haar, make_optimizer, rotate
+from toymodels.configs import preset
+from toymodels.training.optimizers import MOMENTUM, haar, make_optimizer, rotate
 
 WD = 0.05
 
@@ -110,8 +110,8 @@ def test_axis_frame_puts_feature_i_on_axis_i():
 
 @pytest.mark.parametrize("name", ["sgd", "adamw_rotated"])
 def test_each_optimizer_trains_the_toy_model(name):
-    from toymodels.config import make_instances
-    from toymodels.train import train
+    from toymodels.configs import make_instances
+    from toymodels.training.loop import train
     cfg = preset("single-pair").replace(steps=60, chunk_steps=30, batch_size=64,
                                         record_points=0, optimizer=name,
                                         learning_rate=0.3 if name == "sgd" else 3e-3)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from toymodels.config import make_instances, preset
+from toymodels.configs import make_instances, preset
 from toymodels.run import run
 
 

@@ -21,9 +21,9 @@ import pytest
 
 from toymodels import load_run
 from toymodels.cli import main
-from toymodels.config import make_instances, preset
-from toymodels.resume import DIGEST_FILE, Session, read_checkpoints
-from toymodels.train import train
+from toymodels.configs import make_instances, preset
+from toymodels.training.checkpoints import DIGEST_FILE, Session, read_checkpoints
+from toymodels.training.loop import train
 
 REPO = str(Path(__file__).resolve().parents[1])
 ENV = os.environ | {"PYTHONPATH": REPO}
@@ -279,12 +279,12 @@ def test_kept_checkpoints_give_the_params_at_each_step(tmp_path, reference):
 
 
 def test_a_transformer_resumes_to_identical_training(tmp_path, monkeypatch):
-    from toymodels.config_transformer import TRANSFORMER_PRESETS, make_transformer_instances
-    from toymodels.resume import CheckpointPlan, identity_of
+    from toymodels.configs import TRANSFORMER_PRESETS, make_instances
+    from toymodels.training.checkpoints import CheckpointPlan, identity_of
     # tests/test_transformer.py's TINY: one compiled program for both files
     cfg = TRANSFORMER_PRESETS["transformer-retrieval"].replace(
         batch_size=32, steps=40, chunk_steps=20, record_points=3)
-    instances = make_transformer_instances(cfg, [0, 1])
+    instances = make_instances(cfg, [0, 1])
     clean = train(cfg, instances, progress=False)
     plan = CheckpointPlan(tmp_path / "ck", identity_of("t", cfg, instances), every=20)
     save = Session.save
@@ -307,7 +307,7 @@ def test_a_transformer_resumes_to_identical_training(tmp_path, monkeypatch):
 
 
 def test_train_resumes_under_the_api_too(tmp_path):
-    from toymodels.resume import CheckpointPlan, identity_of
+    from toymodels.training.checkpoints import CheckpointPlan, identity_of
     cfg = preset("single-pair").replace(steps=40, chunk_steps=10, batch_size=32)
     instances = make_instances(cfg, [0, 1, 2])  # as TINY: its compiled program
     plan = CheckpointPlan(tmp_path / "ck", identity_of(None, cfg, instances), every=20,

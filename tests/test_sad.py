@@ -8,7 +8,7 @@ import pytest
 
 from toymodels.analysis import sad
 from toymodels.errors import AnalysisInputError
-from toymodels.prompts import ioi_prompts, parse_prompts, read_prompts
+from toymodels.pretrained.prompts import ioi_prompts, parse_prompts, read_prompts
 
 
 def planted_head(D=8, H=4, P=8, T=6, seed=0):
@@ -207,7 +207,7 @@ def _sad(capsys, *argv):
 def test_cli_gpt2_end_to_end(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("safetensors")
-    from checkpoint_fixtures import write_gpt2
+    from pretrained_fixtures import write_gpt2
     ckpt = write_gpt2(tmp_path / "gpt2")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("When Mary and John went to the store , John gave a drink to Mary .\n"
@@ -226,10 +226,10 @@ def test_cli_gpt2_end_to_end(tmp_path, capsys):
     assert record["overall"]["firings"] == len(firings) > 0
     assert (firings["s"] < firings["d"]).all() and (firings["s"] > 0).all()  # causal, no BOS
     # folding LayerNorm into W_Q, W_K changes x and Ω̃ but no logit: the same firings and rel
-    from toymodels.checkpoints import load_checkpoint
-    from toymodels.sad_cli import checkpoint_inputs
-    model = load_checkpoint(ckpt)
-    inputs = checkpoint_inputs(model, model.encode(read_prompts(prompts), prepend_bos=True), True)
+    from toymodels.pretrained import load_pretrained
+    from toymodels.sad import pretrained_inputs
+    model = load_pretrained(ckpt)
+    inputs = pretrained_inputs(model, model.encode(read_prompts(prompts), prepend_bos=True), True)
     assert inputs.meta["layernorm_folded"] is True
     folded = sad.decompose(inputs.x, inputs.mask, inputs.W_Q, inputs.W_K, inputs.b_Q,
                            inputs.b_K, special=inputs.special)
@@ -242,7 +242,7 @@ def test_cli_gpt2_end_to_end(tmp_path, capsys):
     ("too_long", "positions"), ("run_dir", "its own task")])
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
     pytest.importorskip("safetensors")
-    from checkpoint_fixtures import write_gpt2
+    from pretrained_fixtures import write_gpt2
     ckpt = write_gpt2(tmp_path / "gpt2", n_positions=8 if case == "too_long" else 24)
     prompts = tmp_path / "prompts.txt"
     text = {"empty_prompts": "\n",  # 16 tokens > 8 positions:
@@ -266,7 +266,7 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
 
 
 def test_sparseness_over_training_figure(tmp_path):
-    from toymodels.plots_sad import plot_sparseness_over_training
+    from toymodels.plots.sad import plot_sparseness_over_training
     table = {"step": [0, 100, 200], "median_sparseness": [0.6, 0.4, 0.2],
              "median_sparseness_rot": [0.6, 0.6, 0.6]}
     plot_sparseness_over_training(table, tmp_path / "fig7.png", title="planted head")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from toymodels.cli import main
-from toymodels.config import Instance, preset
+from toymodels.configs import Instance, preset
 from toymodels.errors import ConfigError
 from toymodels.sweep import Group, SweepSpec, expand, group_points, load_spec, run_group, run_sweep
 

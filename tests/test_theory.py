@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels.theory import closed_form as theory
-from toymodels.config import ToyConfig, make_instances
+from toymodels.configs import ToyConfig, make_instances
 from toymodels.tasks.toy import sample_batch, second_moment, template_matrix
-from toymodels.train import init_states, train
+from toymodels.training.loop import init_states, train
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -128,7 +128,7 @@ def test_tight_bound_is_attained(kappa):
 def test_anisotropic_features_hit_the_level_of_the_matrix_the_loss_sees(seed):
     """With a token second moment M, ε is exact for X M Xᵀ (sparse tokens' mean term), and
     tr(X Xᵀ) = N still."""
-    from toymodels.config import preset
+    from toymodels.configs import preset
     from toymodels.tasks.toy import second_moment
     M = second_moment(preset("single-pair"))
     X = theory.anisotropic_features(np.random.default_rng(seed), 20, 10, 1.72, M=M)
@@ -209,7 +209,7 @@ def test_init_with_a_wrong_shape_is_refused():
 
 def test_cosine_schedule_factors():
     import jax.numpy as jnp
-    from toymodels.train import _schedule
+    from toymodels.training.loop import _schedule
     steps = jnp.float32(200)
     f = [float(_schedule("cosine", jnp.uint32(s), steps)) for s in (0, 100, 199)]
     assert f[0] == pytest.approx(1.0) and f[1] == pytest.approx(0.5, abs=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from toymodels import analyze
-from toymodels.config import preset
+from toymodels.configs import preset
 from toymodels.tasks.toy import second_moment, template_matrix
 from toymodels.theory import checks, foils, perturbation
 from toymodels.theory import closed_form as theory

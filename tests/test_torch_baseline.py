@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toymodels.config import preset
+from toymodels.configs import preset
 from toymodels.models.toy import ToyModel
 from toymodels.tasks.toy import (attention_loss, importance_weights, reconstruction_loss,
                                  template_matrix)

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.config import ToyConfig
+from toymodels.configs import ToyConfig
 from toymodels.tasks.toy import (importance_weights, sample_batch, target_logits,
                             template_matrix)
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from toymodels.config import Instance, make_instances, preset
-from toymodels.train import train
+from toymodels.configs import Instance, make_instances, preset
+from toymodels.training.loop import train
 
 TINY = preset("single-pair").replace(N=6, D=4, H=3, m=4, batch_size=32, steps=40,
                                      chunk_steps=20, template=((0, 1, 1.0),))

@@ -12,14 +12,13 @@ from flax import nnx
 
 from toymodels import load_run
 from toymodels.cli import main
-from toymodels.config_transformer import (TRANSFORMER_PRESETS, TransformerConfig,
-                                          make_transformer_instances)
+from toymodels.configs import TRANSFORMER_PRESETS, TransformerConfig, make_instances
 from toymodels.errors import ConfigError
 from toymodels.families import transformer as family
 from toymodels.models.transformer import (Transformer, export_heads, rope_angles, rotate,
                                           rope_offset_queries)
 from toymodels.tasks.retrieval import sample, task_loss
-from toymodels.train import train
+from toymodels.training.loop import train
 
 TINY = TRANSFORMER_PRESETS["transformer-retrieval"].replace(
     batch_size=32, steps=40, chunk_steps=20, record_points=3)
@@ -179,18 +178,18 @@ def test_tasks_export_their_ground_truth():
 
 def test_determinism_by_seed_across_instance_counts():
     cfg = TINY.replace(record_points=0)
-    alone = train(cfg, make_transformer_instances(cfg, [3]), progress=False)
-    crowd = train(cfg, make_transformer_instances(cfg, [0, 3, 5]), progress=False)
+    alone = train(cfg, make_instances(cfg, [3]), progress=False)
+    crowd = train(cfg, make_instances(cfg, [0, 3, 5]), progress=False)
     for name, value in alone.params.items():
         np.testing.assert_allclose(value[0], crowd.params[name][1], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
-    again = train(cfg, make_transformer_instances(cfg, [3]), progress=False)
+    again = train(cfg, make_instances(cfg, [3]), progress=False)
     for name, value in alone.params.items():
         np.testing.assert_array_equal(value, again.params[name])
 
 
 def test_fixed_embedding_stays_and_is_the_seeds_frame():
-    result = train(TINY, make_transformer_instances(TINY, [0, 1]), progress=False)
+    result = train(TINY, make_instances(TINY, [0, 1]), progress=False)
     for n in range(2):
         np.testing.assert_array_equal(result.params["E"][n], family.fixed_frame(TINY, n))
     assert result.dynamics["accuracy"].shape == (2, 3, 1, 2)
@@ -260,7 +259,7 @@ def test_sad_of_a_hand_built_head_puts_each_planted_firing_on_its_pair():
     from flax import nnx as _nnx
 
     from toymodels.analysis import sad
-    from toymodels.run_transformer import attention_inputs, task_sequences
+    from toymodels.families.transformer import attention_inputs, task_sequences
 
     cfg = TRANSFORMER_PRESETS["transformer-retrieval"].replace(n_heads=1)
     model = hand_built(cfg, logit_gain=8.0)
@@ -312,12 +311,12 @@ def test_hand_built_rope_solution_at_another_offset_fails():
 def test_analysis_of_a_hand_built_head_finds_the_planted_pairs(preset):
     """Known answer through the transformer's analysis path: the hand-built head's QK pairs
     E_0 with E_1 (at the task's offset for RoPE) and its OV carries each value feature."""
-    from toymodels.run_transformer import head_records
+    from toymodels.families.transformer import head_records
 
     cfg = TRANSFORMER_PRESETS[preset].replace(n_heads=1)
     model = hand_built(cfg, logit_gain=8.0)
     params = {k: np.asarray(v)[None] for k, v in nnx.to_pure_dict(nnx.state(model)).items()}
-    analysis = family.analyze_params(cfg, params)
+    analysis = family.analyze(cfg, params)
     (head,) = head_records(cfg, params, analysis, np.ones((1, 1, 1)))[0]
     assert head["qk_matched"] > 0.999 and head["ov_matched"] > 0.999
     if cfg.task == "rope":

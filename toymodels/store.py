@@ -1,16 +1,9 @@
-"""A run directory on disk, written atomically and read back without executing code.
-
-  DIR/summary.json   preset, config, versions, git commit, per-instance results
-  DIR/params.npz     trained W [I, D, N], b [I, N], W_Q, W_K [I, H, D]
-  DIR/curves.npz     per-step losses recon, attn [I, steps]
-  DIR/analysis.npz   singular_values [I, K], cos_u, cos_v [I, N, K]
-  DIR/alignment.png  figure drawn from the files above
-  DIR/checkpoints/   with --keep-checkpoints: the training state at kept steps (resume.py),
-                     read by load_run(DIR).params_at(step)
-
-A run is staged in a sibling folder and renamed into place, so an interrupted
-or failed run never leaves a half-written DIR, and an existing run is only
-replaced on request.
+"""Atomic output directories: every result toymodels writes (a run, a sweep, a theory
+table, a SAD analysis, an export) is claimed, staged in a sibling folder and renamed into
+place, so an interrupted or failed command never leaves a half-written directory, and an
+existing result is only replaced on request and only where toymodels wrote every file.
+Also JSON and CSV writing and the provenance (package versions, git commit) every result
+carries. What goes inside a run directory is rundir.py's.
 """
 
 import contextlib
@@ -21,18 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 
-from toymodels.config import ToyConfig
-from toymodels.config_transformer import TransformerConfig
 from toymodels.errors import RunDirError
 
-RUN_FILES = ("summary.json", "params.npz", "curves.npz", "analysis.npz")
-PARAM_KEYS = ("W", "b", "W_Q", "W_K")
 ANALYSIS_MARKER = "analysis.json"
 
 
@@ -139,7 +126,7 @@ def check_creatable(path, flag: str) -> None:
         raise RunDirError(f"{flag} {path}: {parent} is not writable")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -241,7 +228,7 @@ def _unlock(lock) -> None:
 def _stale(folder: Path, kind: str) -> bool:
     """Whether a `.<name>.<kind>-<pid>-...` folder belongs to a process that is gone."""
     pid = folder.name.rsplit(f".{kind}-", 1)[-1].split("-", 1)[0]
-    return pid.isdigit() and not _pid_alive(int(pid))
+    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def _recover(out: Path) -> None:
@@ -356,39 +343,6 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty.strip() else "")
 
 
-@dataclass
-class LoadedRun:
-    config: "ToyConfig | TransformerConfig"
-    summary: dict
-    params: dict[str, np.ndarray]
-    """W [I, D, N], b [I, N], W_Q, W_K [I, H, D]."""
-    curves: dict[str, np.ndarray]
-    analysis: dict[str, np.ndarray]
-    dynamics: dict[str, np.ndarray] | None = None
-    """Metrics recorded during training (if the run recorded any): 'steps' [R], ... [I, R, ...]."""
-    run_dir: Path | None = None
-
-    @property
-    def checkpoint_steps(self) -> list[int]:
-        """Steps at which the run kept its training state (--keep-checkpoints), ascending;
-        [] if it kept none."""
-        if self.run_dir is None or not (self.run_dir / "checkpoints").is_dir():
-            return []
-        return self._checkpoints().steps
-
-    def params_at(self, step: int) -> dict[str, np.ndarray]:
-        """Parameters after `step` training steps, from a kept checkpoint, named and shaped
-        as params (W [I, D, N], ...). RunDirError if that step was not kept or its files
-        are damaged."""
-        return self._checkpoints().params_at(step)
-
-    def _checkpoints(self):
-        from toymodels.resume import read_checkpoints
-        if self.run_dir is None:
-            raise RunDirError("this run was not read from a directory: it has no checkpoints")
-        return read_checkpoints(self.run_dir / "checkpoints")
-
-
 def read_json(path: Path, what: str = "toymodels", error=RunDirError) -> dict:
     """A JSON object from path, or `error` (RunDirError) naming the file and what is wrong."""
     try:
@@ -401,99 +355,14 @@ def read_json(path: Path, what: str = "toymodels", error=RunDirError) -> dict:
     return obj
 
 
-def _load_npz(path: Path, required=()) -> dict[str, np.ndarray]:
-    """Numeric arrays from an .npz, headers checked before allocating, never unpickling;
-    RunDirError naming the file else."""
-    from toymodels.arrays import read_npz
-
-    arrays = read_npz(path, RunDirError)
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise RunDirError(f"{path} lacks {', '.join(missing)}")
-    for k, a in arrays.items():
-        if a.dtype.kind not in "biuf":
-            raise RunDirError(f"{path}: {k} holds {a.dtype} values, not numbers")
-    return arrays
-
-
-def load_run(run_dir) -> LoadedRun:
-    """Read a run directory back: config, summary, parameters, loss curves, analysis arrays.
-    A missing, truncated or malformed file raises RunDirError naming it.
-
-    A run made with --keep-checkpoints also gives its parameters during training:
-    `load_run(d).checkpoint_steps` lists the kept steps, `load_run(d).params_at(step)`
-    returns {name: [I, ...]} after that many steps (the last kept step is the final one)."""
-    if not isinstance(run_dir, (str, os.PathLike)):
-        raise RunDirError(f"load_run needs a run directory's path, got {run_dir!r}")
-    run_dir = Path(run_dir)
-    missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
-    if missing:
-        raise RunDirError(f"{run_dir} is not a toymodels run (missing {', '.join(missing)})")
-    summary = read_json(run_dir / "summary.json", "run summary")
-    config_class = TransformerConfig if summary.get("family") == "transformer" else ToyConfig
-    try:
-        config = config_class.from_dict(summary["config"])
-    except (TypeError, KeyError, ValueError, AttributeError) as e:
-        raise RunDirError(f"{run_dir}/summary.json has an unreadable config: {e}") from None
-    required = ({"params": ("E", "W_Q", "W_K", "W_V", "W_O"), "curves": ("task",)}
-                if config_class is TransformerConfig else
-                {"params": PARAM_KEYS, "curves": ("recon", "attn")})
-    instances = summary.get("instances")
-    if not isinstance(instances, list) or not instances:
-        raise RunDirError(f"{run_dir}/summary.json lists no instances")
-    params = _load_npz(run_dir / "params.npz", required["params"])
-    _check_param_shapes(run_dir, params, param_shapes(config, len(instances)))
-    return LoadedRun(config=config, summary=summary,
-                     params=params,
-                     curves=_load_npz(run_dir / "curves.npz", required["curves"]),
-                     analysis=_load_npz(run_dir / "analysis.npz"),
-                     dynamics=_load_npz(run_dir / "dynamics.npz")
-                     if (run_dir / "dynamics.npz").exists() else None,
-                     run_dir=run_dir)
-
-
-def param_shapes(cfg, n_instances: int) -> dict[str, tuple[int, ...]]:
-    """The shapes a run of n_instances of cfg stores in params.npz (its core arrays)."""
-    I = n_instances
-    if isinstance(cfg, TransformerConfig):
-        L, n, H, D = cfg.n_layers, cfg.n_heads, cfg.H, cfg.D
-        return {"E": (I, D, cfg.N), "W_Q": (I, L, n, H, D), "W_K": (I, L, n, H, D),
-                "W_V": (I, L, n, H, D), "W_O": (I, L, n, D, H)}
-    return {"W": (I, cfg.D, cfg.N), "b": (I, cfg.N), "W_Q": (I, cfg.H, cfg.D),
-            "W_K": (I, cfg.H, cfg.D)}
-
-
-def _check_param_shapes(run_dir, params, expected) -> None:
-    for name, shape in expected.items():
-        if params[name].shape != shape:
-            raise RunDirError(f"{run_dir}/params.npz: {name} has shape {params[name].shape}, "
-                              f"but summary.json's config and instances say {shape}; the "
-                              "files come from different runs")
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rows as CSV; columns in order of first appearance, None as an empty cell."""
+def write_csv(path, rows: list[dict]) -> None:
+    """Rows as CSV (to a path or an open text file); columns in order of first appearance,
+    None as an empty cell."""
     import csv
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
+    with (open(path, "w", newline="") if isinstance(path, (str, os.PathLike))
+          else contextlib.nullcontext(path)) as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-
-
-def write_analysis(out_dir, analysis, meta: dict, overwrite: bool = False) -> Path:
-    """Write an analysis as out_dir/{heads,pairs,features}.csv, arrays.npz and
-    analysis.json (what was analysed, and how), atomically; with overwrite it replaces a
-    previous analysis in out_dir (never a folder that holds anything else)."""
-    out = Path(out_dir)
-    with claim(out, overwrite=overwrite, marker=ANALYSIS_MARKER), \
-            staged(out, overwrite=overwrite, marker=ANALYSIS_MARKER) as staging:
-        write_csv(staging / "heads.csv", analysis.heads)
-        write_csv(staging / "pairs.csv", analysis.pairs)
-        write_csv(staging / "features.csv", analysis.features)
-        np.savez(staging / "arrays.npz", **analysis.arrays)
-        write_json(staging / ANALYSIS_MARKER, {**meta, "axes": list(analysis.axes),
-                                                "versions": versions(),
-                                                "git_commit": git_commit()})
-    return out

@@ -35,12 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.config import (BATCHED_FIELDS, Instance, ToyConfig, check_fits,
-                              check_seeds, field_names, make_instances, parse_seeds,
-                              parse_template, preset)
-from toymodels.config_transformer import TRANSFORMER_BATCHED_FIELDS, TransformerConfig
-from toymodels.divergence import (DIVERGENCE_FACTOR, PAIR_IDENTITY,  # noqa: F401 (re-exported)
-                                  diverged_step, mask_diverged, null_pair)
+from toymodels.configs import (Instance, ToyConfig, check_fits, check_seeds, make_instances,
+                               parse_seeds, preset, typed)
 from toymodels.errors import ConfigError, RunDirError
 
 MAX_POINTS = 1_000_000
@@ -62,7 +58,7 @@ class SweepSpec:
 
     def base(self) -> ToyConfig:
         cfg = preset(self.preset)
-        return cfg.replace(**{k: _typed(k, v, type(cfg)) for k, v in self.set.items()})
+        return cfg.replace(**{k: typed(k, v, type(cfg)) for k, v in self.set.items()})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"seeds": list(self.seeds)}
@@ -71,11 +67,11 @@ class SweepSpec:
         """Equal for specs that describe the same sweep however they were written
         (seeds as '0-3' or a list, 1 or 1.0 for a float field)."""
         config_class = type(preset(self.preset))
-        typed = {kind: {k: ([_typed(k, v, config_class) for v in vals] if kind != "set"
-                            else _typed(k, vals, config_class))
-                        for k, vals in getattr(self, kind).items()}
-                 for kind in ("set", "grid", "zip")}
-        blob = json.dumps({"preset": self.preset, "seeds": list(self.seeds), **typed},
+        values = {kind: {k: ([typed(k, v, config_class) for v in vals] if kind != "set"
+                             else typed(k, vals, config_class))
+                         for k, vals in getattr(self, kind).items()}
+                  for kind in ("set", "grid", "zip")}
+        blob = json.dumps({"preset": self.preset, "seeds": list(self.seeds), **values},
                           sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -103,35 +99,9 @@ def count_points(spec: SweepSpec) -> int:
     return math.prod(len(v) for v in spec.grid.values()) * zipped * len(spec.seeds)
 
 
-def _typed(name: str, value, config_class=ToyConfig):
-    """A TOML value as the config field's type (ints for float fields become floats)."""
-    kinds = {f.name: f.type for f in dataclasses.fields(config_class)}
-    if name not in kinds:
-        raise ConfigError(f"unknown config field {name!r}; known fields: " + ", ".join(kinds))
-    kind = kinds[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if name == "p_active" and isinstance(value, list):  # numbers only; ToyConfig checks the rest
-        return tuple(float(p) if isinstance(p, int) and not isinstance(p, bool) else p
-                     for p in value)
-    if name == "template":
-        if isinstance(value, str):
-            return parse_template(value)
-        if isinstance(value, list):
-            return tuple(tuple(p) if isinstance(p, list) else p for p in value)
-    if name == "pairs":  # a transformer's planted pairs, as --set takes them or as lists
-        if isinstance(value, str):
-            return parse_template(value)
-        if isinstance(value, list):
-            return tuple(tuple(p) if isinstance(p, list) else p for p in value)
-    if name in ("value_features", "value_gains") and isinstance(value, list):
-        return tuple(value)
-    return value
-
-
 def batched_fields(cfg) -> tuple[str, ...]:
     """The fields that may differ between instances of one compiled program."""
-    return TRANSFORMER_BATCHED_FIELDS if isinstance(cfg, TransformerConfig) else BATCHED_FIELDS
+    return type(cfg).BATCHED_FIELDS
 
 
 def load_spec(path) -> SweepSpec:
@@ -189,7 +159,7 @@ def expand(spec: SweepSpec) -> list[tuple[ToyConfig, Instance]]:
     points = []
     for g in grid:
         for z in zipped:
-            changes = {k: _typed(k, v, type(base)) for k, v in {**g, **z}.items()}
+            changes = {k: typed(k, v, type(base)) for k, v in {**g, **z}.items()}
             cfg = base.replace(**changes)  # the config class validates values and types
             for seed in spec.seeds:
                 points.append((cfg, make_instances(cfg, [seed])[0]))
@@ -224,14 +194,13 @@ def group_points(points) -> list[Group]:
 
 # ---- running a group --------------------------------------------------------------
 
-CONFIG_COLUMNS = [n for n in field_names() if n != "template"]
-
-
 def run_group(group: Group, progress: bool = True, checkpoints=None) -> dict:
     """Train and analyse one group; returns its rows, pair rows and statistics.
-    checkpoints: a resume.CheckpointPlan (train resumes from it and saves there)."""
-    from toymodels.families import diverged_steps
-    from toymodels.train import make_chunk_fn, train
+    checkpoints: a training.checkpoints.CheckpointPlan (train resumes from it, saves there).
+    The rows are what the group's family measures for a run's summary (families.measure),
+    beside each instance's own config."""
+    from toymodels.families import measure
+    from toymodels.training.loop import make_chunk_fn, train
 
     chunk_fn, _ = make_chunk_fn(group.cfg)
     compiled_before = chunk_fn._cache_size()
@@ -239,51 +208,26 @@ def run_group(group: Group, progress: bool = True, checkpoints=None) -> dict:
     result = train(group.cfg, group.instances, progress=progress, desc=f"group {group.id}",
                    checkpoints=checkpoints)
     train_seconds = time.perf_counter() - t0
-    diverged_at = diverged_steps(group.cfg, result.curves, group.instances)
-    params = mask_diverged(result.params, diverged_at)  # a diverged head is not analysed
-    if isinstance(group.cfg, TransformerConfig):
-        from toymodels.run_transformer import sweep_rows
-        rows, pair_rows = sweep_rows(group.id, group.cfg, group.instances, result, params,
-                                     diverged_at)
-    else:
-        rows, pair_rows = _toy_rows(group, result, params, diverged_at)
+    measured, diverged_at = measure(group.cfg, group.instances, result)
+    rows, pair_rows = [], []
+    for n, inst in enumerate(group.instances):
+        own = group.cfg.replace(**{k: getattr(inst, k) for k in batched_fields(group.cfg)})
+        rows.append({"group": group.id, "seed": inst.seed,
+                     **{f.name: _cell(getattr(own, f.name))
+                        for f in dataclasses.fields(own)},
+                     "diverged": diverged_at[n] is not None, "diverged_step": diverged_at[n],
+                     **measured.rows[n]})
+        pair_rows += [{"group": group.id, "seed": inst.seed, **p}
+                      for p in measured.pair_rows[n]]
     return {"rows": rows, "pairs": pair_rows, "seconds": time.perf_counter() - t0,
             "train_seconds": train_seconds,
             "compiles": chunk_fn._cache_size() - compiled_before}
 
 
-def _toy_rows(group: Group, result, params, diverged_at):
-    """One row per instance and one per (instance, attended pair) of a toy-model group."""
-    from toymodels.run import analyze_params
-
-    analysis = analyze_params(group.cfg, params)
-    heads = {row["instance"]: row for row in analysis.heads}
-    rows, pair_rows = [], []
-    for n, inst in enumerate(group.instances):
-        cfg = group.cfg.replace(**{k: getattr(inst, k) for k in BATCHED_FIELDS})
-        row = {"group": group.id, "seed": inst.seed,
-               **{k: _cell(getattr(cfg, k)) for k in CONFIG_COLUMNS},
-               "template": json.dumps([list(p) for p in cfg.template]),
-               "diverged": diverged_at[n] is not None, "diverged_step": diverged_at[n]}
-        ok = diverged_at[n] is None
-        for name, curve in result.curves.items():
-            row[f"final_{name}"] = float(np.mean(curve[n, -100:])) if ok else None
-        for key, value in heads[n].items():
-            if key not in ("instance", "circuit"):
-                row[key] = value if ok else None
-        rows.append(row)
-        for p in (p for p in analysis.pairs if p["instance"] == n):
-            pair = {k: v for k, v in p.items() if k not in ("instance", "circuit")}
-            if not ok:  # keep which pair it is, drop what a diverged head measured
-                pair = null_pair(pair)
-            pair_rows.append({"group": group.id, "seed": inst.seed, "lam": inst.lam,
-                              "learning_rate": inst.learning_rate,
-                              "target_scale": inst.target_scale, **pair})
-    return rows, pair_rows
-
-
 def _cell(value):
-    return json.dumps(list(value)) if isinstance(value, tuple) else value
+    """A config value as a table cell: tuples (templates, per-feature p_active) as JSON."""
+    return json.dumps([list(v) if isinstance(v, tuple) else v for v in value]) \
+        if isinstance(value, tuple) else value
 
 
 # ---- the sweep --------------------------------------------------------------------
@@ -299,7 +243,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, backend: str = "local", ray_address=N
     resumes a killed group where it stopped; its checkpoints go when its rows are stored,
     or move to out_dir/checkpoints/<group id>/ with keep_checkpoints (read them with
     resume.read_checkpoints)."""
-    from toymodels.resume import check_every
+    from toymodels.training.checkpoints import check_every
     from toymodels.store import claim
 
     groups = plan(spec)
@@ -340,7 +284,7 @@ def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
 
 def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
                 checkpoint_every=None, keep_checkpoints=False) -> dict:
-    from toymodels.resume import check_checkpoints
+    from toymodels.training.checkpoints import check_checkpoints
     from toymodels.store import git_commit, versions, write_json
 
     manifest = check_sweep_dir(spec, out)
@@ -381,7 +325,7 @@ def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
 
 def group_checkpoints(out: Path, group: Group, every=None, keep=False):
     """Where and how a group of the sweep in out saves its training state."""
-    from toymodels.resume import CheckpointPlan, identity_of
+    from toymodels.training.checkpoints import CheckpointPlan, identity_of
     return CheckpointPlan(out.absolute() / ".checkpoints" / group.id,
                           identity_of(None, group.cfg, group.instances), every=every, keep=keep)
 

@@ -53,7 +53,7 @@ from toymodels.analysis.batched_rows import sv_blocks, table_rows
 from toymodels.analysis.head_rows import DEFAULT_BLOCK_GAP
 from toymodels.analysis.svd import DEFAULT_REL_TOL, circuit_core, feature_geometry
 from toymodels.blas import one_blas_thread
-from toymodels.config import check_template
+from toymodels.configs import check_template
 from toymodels.errors import AnalysisInputError, ConfigError
 from toymodels.interop.layouts import check_layout, to_toymodels
 
@@ -101,6 +101,9 @@ def _template(template, N) -> tuple:
 
 @dataclasses.dataclass
 class HeadAnalysis:
+    """Every head's alignment: tables of rows (heads, pairs, features) and the arrays they
+    come from. to_pandas(table) gives a table as a DataFrame."""
+
     axes: tuple[str, ...]
     """Names of the leading head axes, e.g. ('instance',) or ('layer', 'head')."""
     arrays: dict[str, np.ndarray]
@@ -110,6 +113,14 @@ class HeadAnalysis:
     features: list[dict]
     layout: str = "toymodels"
     """The layout the weights were read in (interop/layouts.py)."""
+
+    def to_pandas(self, table: str = "heads"):
+        """One table ('heads', 'pairs' or 'features') as a pandas DataFrame, as its CSV
+        (analysis/<table>.csv) reads back."""
+        from toymodels.rundir import TABLES, _frame
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+        return _frame(getattr(self, table))
 
 
 def _lead_axes(shape_lead, axes):
@@ -149,7 +160,7 @@ def analyze(features, *, W_Q=None, W_K=None, W_V=None, W_O=None, template=(),
     for OV = W_O W_V, as (output_feature, input_feature, gain): the output feature is
     compared with the left singular vectors u, the input (value) feature with v.
     """
-    from toymodels.config import check_seed
+    from toymodels.configs import check_seed
     try:
         check_seed(seed, "seed")
     except ConfigError as e:

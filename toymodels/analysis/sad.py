@@ -42,7 +42,7 @@ import numpy as np
 from toymodels.analysis.svd import random_rotations, thin_product_svd
 from toymodels.blas import one_blas_thread
 from toymodels.errors import AnalysisInputError
-from toymodels.prompts import MAX_PROMPTS
+from toymodels.pretrained.prompts import MAX_PROMPTS
 
 RECON_RTOL = 1e-5
 """A prefix reaches rel when its sum is within RECON_RTOL·Σ|c_k| of it (float32 round-off)."""
@@ -63,7 +63,7 @@ def estimate_bytes(L: int, n: int, P: int, T: int, D: int) -> int:
 def check_fits(L: int, n: int, P: int, T: int, D: int, what: str) -> None:
     """AnalysisInputError if P is over MAX_PROMPTS or estimate_bytes exceeds this machine's
     memory, before anything is built."""
-    from toymodels.config import machine_bytes
+    from toymodels.configs import machine_bytes
 
     if P > MAX_PROMPTS:
         raise AnalysisInputError(f"{what}: {P:,} prompts; at most {MAX_PROMPTS:,} are allowed")
@@ -90,7 +90,7 @@ class SadOptions:
     """Firings decomposed per compiled call (the last batch is padded)."""
 
     def check(self):
-        from toymodels.config import check_seed
+        from toymodels.configs import check_seed
         try:
             check_seed(self.seed, "seed")
         except ValueError as e:

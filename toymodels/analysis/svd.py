@@ -19,6 +19,9 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from toymodels.compile_cache import configure as _use_compile_cache  # noqa: E402
+
+_use_compile_cache()  # before this module compiles anything
 
 
 DEFAULT_REL_TOL = 0.01

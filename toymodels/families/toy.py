@@ -1,11 +1,18 @@
-"""The paper's toy model on its supervised-attention task, as a training family."""
+"""The paper's toy model on its supervised-attention task, as a family: training hooks,
+the analysis of a trained head, its summary record, sweep rows and console table.
+
+Shapes: I instances, N features, D residual dim, H head dim, K = min(H, D) singular pairs.
+"""
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from toymodels.config import Instance, ToyConfig
-from toymodels.dynamics import make_recorder
+from toymodels.analysis.svd import DEFAULT_REL_TOL
+from toymodels.configs import Instance, ToyConfig
+from toymodels.families import Measured, final_losses
+from toymodels.training.divergence import DIVERGENCE_FACTOR, mark_diverged, null_pair
+from toymodels.training.dynamics import first_crossings, make_recorder
 from toymodels.models.toy import ToyModel
 from toymodels.tasks.toy import (attention_loss, importance_weights, reconstruction_loss,
                                  sample_batch, template_matrix)
@@ -66,3 +73,103 @@ def divergence_loss(curves: dict, inst) -> np.ndarray:
     """The training loss of one instance, for the divergence rule."""
     return curves["recon"] + inst.lam * curves["attn"]
 
+
+
+# ---- after training ---------------------------------------------------------------
+
+SUMMARY_PAIR_KEYS = ("query_feature", "key_feature", "target", "sv_index", "cos_query_u",
+                     "cos_key_v", "sigma", "significant")
+
+
+def analyze(cfg: ToyConfig, params: dict, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0):
+    """The full metric set of every instance's head (analysis.alignment.analyze)."""
+    from toymodels.analysis.alignment import analyze as analyze_heads
+    return analyze_heads(params["W"], W_Q=params["W_Q"], W_K=params["W_K"],
+                         template=cfg.template, axes=("instance",), rel_tol=rel_tol, seed=seed,
+                         layout="toymodels")
+
+
+def measure(cfg: ToyConfig, instances: list[Instance], result, params: dict,
+            diverged: list) -> Measured:
+    """Per instance: its summary record (losses, spectrum, matched pairs, dynamics
+    crossings) and its sweep row (losses and its head's row of the analysis)."""
+    analysis = analyze(cfg, params)
+    crossings = first_crossings(cfg, result.dynamics) if result.dynamics else None
+    heads = {row["instance"]: row for row in analysis.heads}
+    records, rows, pair_rows = [], [], []
+    for n, inst in enumerate(instances):
+        record = {"seed": inst.seed, "overrides": inst.overrides(),
+                  "final_loss": final_losses(cfg, result.curves, n),
+                  "singular_values": [float(s) for s in analysis.arrays["qk_S"][n]],
+                  "pairs": [{k: p[k] for k in SUMMARY_PAIR_KEYS}
+                            for p in analysis.pairs if p["instance"] == n]}
+        if crossings is not None:
+            record["dynamics"] = crossings[n]
+        records.append(record)
+        ok = diverged[n] is None
+        row = {**{f"final_{k}": v for k, v in record["final_loss"].items()},
+               **{k: v for k, v in heads[n].items() if k not in ("instance", "circuit")}}
+        rows.append(row if ok else dict.fromkeys(row))
+        pairs = [{k: v for k, v in p.items() if k not in ("instance", "circuit")}
+                 for p in analysis.pairs if p["instance"] == n]
+        pair_rows.append([{"lam": inst.lam, "learning_rate": inst.learning_rate,
+                           "target_scale": inst.target_scale,
+                           **(p if ok else null_pair(p))} for p in pairs])
+    records = mark_diverged({"instances": records}, diverged)["instances"]
+    arrays = {"singular_values": analysis.arrays["qk_S"],
+              "cos_u": analysis.arrays["qk_cos_u"], "cos_v": analysis.arrays["qk_cos_v"]}
+    return Measured(records=records, rows=rows, pair_rows=pair_rows, analysis=analysis,
+                    arrays=arrays)
+
+
+def templates(cfg: ToyConfig) -> dict:
+    return {"template": cfg.to_dict()["template"]}
+
+
+def figure(run, path=None):
+    """The run's figure (a Run or a run directory): |cos| maps and spectra."""
+    from toymodels.plots import plot_alignment
+    return plot_alignment(run, path)
+
+
+def sad_inputs(cfg: ToyConfig, params: dict, n: int, seed: int):
+    raise ValueError("the paper's toy model has no sequences to decompose; give a "
+                     "toy-transformer run")
+
+
+def table(summary: dict) -> str:
+    """A short fixed-width table: one row per instance."""
+    header = (f"{'seed':>4}  {'overrides':<28} {'recon':>8} {'attn':>8} {'σ1':>8} "
+              f"{'σ2/σ1':>7} {'pairs':>5} {'min cos_u':>9} {'min cos_v':>9} "
+              f"{'align>0.9@':>10} {'interf<0.1@':>11}")
+    lines = [header, "-" * len(header)]
+    base = summary["config"]
+    for inst in summary["instances"]:
+        own = {k: v for k, v in inst["overrides"].items() if v != base[k]}
+        own_text = ",".join(f"{k}={v:g}" for k, v in own.items()
+                            if not isinstance(v, list)) or "-"
+        if inst.get("diverged_step") is not None:  # its metrics are null: say why
+            lines.append(f"{inst['seed']:>4}  {own_text:<28.28} diverged at step "
+                         f"{inst['diverged_step']} (loss NaN, inf or > {DIVERGENCE_FACTOR:g}x "
+                         "its first value): no metrics")
+            continue
+        s = inst["singular_values"]
+        ratio = s[1] / s[0] if len(s) > 1 and s[0] > 0 else float("nan")
+        matched = [p for p in inst["pairs"] if p["sv_index"] is not None]
+        cu = min((p["cos_query_u"] for p in matched), default=float("nan"))
+        cv = min((p["cos_key_v"] for p in matched), default=float("nan"))
+        dyn = inst.get("dynamics") or {}
+        steps = [dyn.get(k, "-") for k in ("step_alignment_above", "step_interference_below")]
+        steps = ["never" if s is None else s for s in steps]
+        lines.append(
+            f"{inst['seed']:>4}  {own_text:<28.28} {_num(inst['final_loss']['recon'])} "
+            f"{_num(inst['final_loss']['attn'])} {s[0]:>8.4f} {ratio:>7.4f} "
+            f"{len(matched):>5} {cu:>9.4f} {cv:>9.4f} {steps[0]:>10} {steps[1]:>11}")
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    """A loss in 8 characters that shows its size (1.2e-06, not 0.0000)."""
+    if x is None:
+        return f"{'-':>8}"
+    return f"{x:>8.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:>8.1e}"

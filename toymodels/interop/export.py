@@ -29,7 +29,8 @@ def export_run(run_dir, out_dir, to: str = "transformer-lens", overwrite: bool =
     """Export every non-diverged instance of a toy-transformer run; returns export.json's
     contents. RunDirError (one line) for a run that is not a toy transformer, an out_dir
     that holds anything but an earlier export (or one without overwrite)."""
-    from toymodels.store import check_out_dir, claim, load_run, staged, write_json
+    from toymodels.rundir import load_run
+    from toymodels.store import check_out_dir, claim, staged, write_json
 
     if to not in TARGETS:
         raise RunDirError(f"--to {to!r}: can export to {', '.join(TARGETS)}")
@@ -43,7 +44,8 @@ def export_run(run_dir, out_dir, to: str = "transformer-lens", overwrite: bool =
     check_out_dir(out, overwrite, marker=MARKER)  # before reading anything big
     run = load_run(run_dir)
     cfg = run.config
-    if getattr(cfg, "family", "toy") != "transformer":
+    from toymodels.families import family_of
+    if to not in getattr(family_of(cfg), "EXPORTS", ()):
         raise RunDirError(f"{run_dir} is a toy-model run (preset {run.summary.get('preset')!r}): "
                           "it has no value, output or embedding maps; export takes toy-"
                           "transformer runs (toymodels run transformer-*)")

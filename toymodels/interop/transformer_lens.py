@@ -142,7 +142,7 @@ def read_head_weights(path, layout=None) -> tuple[dict, dict]:
 
 def hooked_config(cfg, model_name: str = "toymodels") -> dict:
     """HookedTransformerConfig fields that rebuild the toy transformer cfg
-    (toymodels.config_transformer.TransformerConfig) in TransformerLens: features are
+    (toymodels.configs.TransformerConfig) in TransformerLens: features are
     the vocabulary (d_vocab = N), positions 'none' are standard positional embeddings
     that are zero, RoPE is rotary over the whole head on adjacent pairs (GPT-J style:
     toymodels rotates planes (2m, 2m+1) by t·rope_base^(−2m/H)), the MLP's GELU is the

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.config_transformer import TransformerConfig
+from toymodels.configs import TransformerConfig
 
 
 def sample(key, cfg: TransformerConfig, p_active) -> dict:

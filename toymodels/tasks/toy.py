@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.config import ToyConfig
+from toymodels.configs import ToyConfig
 from toymodels.models.toy import feature_route_is_cheaper, gram_route_is_cheaper
 from toymodels.tasks.features import sample_features, sample_onehot
 

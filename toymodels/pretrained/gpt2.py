@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.checkpoints.common import (AttentionInputs, Checkpoint, Encoded, stack_layers,
+from toymodels.pretrained.common import (AttentionInputs, PretrainedModel, Encoded, stack_layers,
                                           attention_mask, config_int, load_tokenizer,
                                           read_safetensors, take)
-from toymodels.checkpoints.layers import (ACTIVATIONS, activation, attention, dense,
+from toymodels.pretrained.layers import (ACTIVATIONS, activation, attention, dense,
                                           layer_norm)
-from toymodels.errors import CheckpointError
+from toymodels.errors import PretrainedError
 
 
-def load(path: Path, config: dict, name: str) -> Checkpoint:
+def load(path: Path, config: dict, name: str) -> PretrainedModel:
     hint = f"{path} (gpt2)"
     D = config_int(config, "n_embd", "hidden_size", file_hint=hint)
     n = config_int(config, "n_head", "num_attention_heads", file_hint=hint)
@@ -33,12 +33,12 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
     Tmax = config_int(config, "n_positions", "max_position_embeddings", file_hint=hint)
     F = config.get("n_inner") or 4 * D
     if D % n:
-        raise CheckpointError(f"{hint}: n_embd {D} is not a multiple of n_head {n}")
+        raise PretrainedError(f"{hint}: n_embd {D} is not a multiple of n_head {n}")
     if config.get("activation_function", "gelu_new") not in ACTIVATIONS:
-        raise CheckpointError(f"{hint}: activation_function "
+        raise PretrainedError(f"{hint}: activation_function "
                               f"{config.get('activation_function')!r} is not supported")
     if config.get("scale_attn_by_inverse_layer_idx") or config.get("scale_attn_weights") is False:
-        raise CheckpointError(f"{hint}: only the standard 1/sqrt(H) attention scale is supported")
+        raise PretrainedError(f"{hint}: only the standard 1/sqrt(H) attention scale is supported")
     H = D // n
     t = read_safetensors(path, strip_prefixes=("transformer.",))
     params = {"wte": take(t, "wte.weight", (V, D), hint),
@@ -67,7 +67,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
         per_layer["b_out"].append(take(t, f"{p}mlp.c_proj.bias", (D,), hint))
     heads, stacked = stack_layers(per_layer)
     params.update(stacked)
-    return Checkpoint(name=name, path=path, architecture="gpt2", config=config, heads=heads,
+    return PretrainedModel(name=name, path=path, architecture="gpt2", config=config, heads=heads,
                       params=params, tokenizer=load_tokenizer(path, "gpt2"),
                       max_positions=Tmax, causal=True,
                       x_meaning="ln_1(residual stream) of layer l, gain and bias applied, "
@@ -75,7 +75,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
                       forward_fn=forward)
 
 
-def forward(ckpt: Checkpoint, encoded: Encoded) -> AttentionInputs:
+def forward(ckpt: PretrainedModel, encoded: Encoded) -> AttentionInputs:
     mask = attention_mask(encoded.valid, causal=True)
     act = ckpt.config.get("activation_function", "gelu_new")
     eps = float(ckpt.config.get("layer_norm_epsilon", 1e-5))

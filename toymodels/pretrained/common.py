@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.errors import AnalysisInputError, CheckpointError
+from toymodels.errors import AnalysisInputError, PretrainedError
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class AttentionInputs:
 
 
 @dataclass
-class Checkpoint:
+class PretrainedModel:
     """A loaded model: its head weights, all other parameters, tokenizer and forward pass."""
     name: str
     path: Path
@@ -87,21 +87,21 @@ class Checkpoint:
 def _require(package: str) -> None:
     import importlib.util
     if importlib.util.find_spec(package) is None:
-        raise CheckpointError(f"reading checkpoints needs {package}: "
+        raise PretrainedError(f"reading checkpoints needs {package}: "
                               "pip install 'toymodels[real]'")
 
 
 def read_config(path: Path) -> dict:
     file = path / "config.json"
     if not file.is_file():
-        raise CheckpointError(f"{path} has no config.json; a checkpoint directory holds "
+        raise PretrainedError(f"{path} has no config.json; a checkpoint directory holds "
                               "config.json and model.safetensors (Hugging Face format)")
     try:
         config = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
+        raise PretrainedError(f"{file} is not valid JSON: {e}") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"{file} does not hold a JSON object")
+        raise PretrainedError(f"{file} does not hold a JSON object")
     return config
 
 
@@ -109,7 +109,7 @@ def read_safetensors(path: Path, strip_prefixes=()) -> dict[str, np.ndarray]:
     """All tensors of model.safetensors as NumPy arrays, names without a model prefix."""
     file = path / "model.safetensors"
     if not file.is_file():
-        raise CheckpointError(f"{path} has no model.safetensors (other weight formats, "
+        raise PretrainedError(f"{path} has no model.safetensors (other weight formats, "
                               "e.g. pytorch_model.bin, are not read: no PyTorch here)")
     _require("safetensors")
     from safetensors import SafetensorError
@@ -117,7 +117,7 @@ def read_safetensors(path: Path, strip_prefixes=()) -> dict[str, np.ndarray]:
     try:
         tensors = load_file(file)
     except (SafetensorError, OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{file} is not a readable safetensors file: "
+        raise PretrainedError(f"{file} is not a readable safetensors file: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     out = {}
     for name, value in tensors.items():
@@ -132,10 +132,10 @@ def read_safetensors(path: Path, strip_prefixes=()) -> dict[str, np.ndarray]:
 def take(tensors: dict, name: str, shape: tuple, file_hint: str) -> np.ndarray:
     """One tensor by name, checked for shape, as float32."""
     if name not in tensors:
-        raise CheckpointError(f"{file_hint}: tensor {name!r} is missing")
+        raise PretrainedError(f"{file_hint}: tensor {name!r} is missing")
     value = tensors[name]
     if tuple(value.shape) != tuple(shape):
-        raise CheckpointError(f"{file_hint}: tensor {name!r} has shape {tuple(value.shape)}, "
+        raise PretrainedError(f"{file_hint}: tensor {name!r} has shape {tuple(value.shape)}, "
                               f"config.json implies {tuple(shape)}")
     return np.asarray(value, np.float32)
 
@@ -145,12 +145,12 @@ def config_int(config: dict, *names, file_hint: str, default=None) -> int:
         if name in config:
             value = config[name]
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise CheckpointError(f"{file_hint}: {name} must be a positive integer, "
+                raise PretrainedError(f"{file_hint}: {name} must be a positive integer, "
                                       f"got {value!r}")
             return value
     if default is not None:
         return default
-    raise CheckpointError(f"{file_hint}: config.json lacks {names[0]}")
+    raise PretrainedError(f"{file_hint}: config.json lacks {names[0]}")
 
 
 def load_tokenizer(path: Path, kind: str):
@@ -168,18 +168,18 @@ def load_tokenizer(path: Path, kind: str):
             from tokenizers.implementations import ByteLevelBPETokenizer
             tokenizer = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
         else:
-            raise CheckpointError(f"{path} has no tokenizer (tokenizer.json, or "
+            raise PretrainedError(f"{path} has no tokenizer (tokenizer.json, or "
                                   + ("vocab.txt)" if kind == "bert" else "vocab.json + merges.txt)"))
-    except CheckpointError:
+    except PretrainedError:
         raise
     except Exception as e:  # tokenizers raises plain Exception on malformed files
-        raise CheckpointError(f"{path}: cannot read the tokenizer: {e}") from None
+        raise PretrainedError(f"{path}: cannot read the tokenizer: {e}") from None
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
 
 
-def encode(ckpt: Checkpoint, prompts: list[str], prepend_bos: bool = False) -> Encoded:
+def encode(ckpt: PretrainedModel, prompts: list[str], prepend_bos: bool = False) -> Encoded:
     """Tokenize without padding or truncation; a prompt longer than the model's positions
     is an error, not silently cut."""
     if not prompts:

@@ -1,4 +1,5 @@
-"""Toy transformers on the retrieval tasks, as a training family; their analysis.
+"""Toy transformers on the retrieval tasks: the training hooks of the family, and the
+analysis of trained parameters.
 
 Shapes:
   I instances, L layers, n heads per layer, N features, D residual width, H head dim
@@ -8,7 +9,7 @@ In training, every record point stores the parameters and measures each head's a
 accuracy on a fixed
 evaluation batch and its alignment: for QK, each planted pair's best significant
 singular index (min of |cos(E_i, u_k)| and |cos(E_j, v_k)|), averaged over pairs; for
-OV, the same with (E_v, E_v). After training, `analyze_run` gives the full tables
+OV, the same with (E_v, E_v). After training, `analyze` gives the full tables
 (Hungarian-matched, with the random-rotation baseline) for every layer and head, finds
 the head that solves the task from its attention accuracy, and sets the unused heads'
 alignment beside the range that random rotations of their own singular bases give.
@@ -19,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from toymodels.analysis.alignment import analyze
+from toymodels.analysis.alignment import analyze as analyze_heads
 from toymodels.analysis.head_rows import match
 from toymodels.analysis.svd import (DEFAULT_REL_TOL, feature_cosines, ov_svd, qk_svd,
                                     significant)
-from toymodels.config_transformer import TransformerConfig, TransformerInstance
+from toymodels.configs import TransformerConfig, TransformerInstance
 from toymodels.models.transformer import Transformer, rope_offset_queries
 from toymodels.tasks.features import anisotropic_features
 from toymodels.tasks.retrieval import attention_accuracy, sample, task_loss
@@ -172,12 +173,12 @@ def evaluate(cfg: TransformerConfig, params: dict, instances) -> dict:
     return {"task_loss": np.asarray(loss), "accuracy": np.asarray(acc)}
 
 
-def analyze_params(cfg: TransformerConfig, params: dict, rel_tol: float = DEFAULT_REL_TOL,
+def analyze(cfg: TransformerConfig, params: dict, rel_tol: float = DEFAULT_REL_TOL,
                    seed: int = 0):
     """Full metric tables for every instance, layer and head: QK against the planted
     pairs (at the task's offset with RoPE), OV against the value features."""
     W_Q = np.asarray(head_factors(cfg, jnp.asarray(params["W_Q"])))
-    return analyze(features_of(cfg, params), W_Q=W_Q, W_K=params["W_K"], W_V=params["W_V"],
+    return analyze_heads(features_of(cfg, params), W_Q=W_Q, W_K=params["W_K"], W_V=params["W_V"],
                    W_O=params["W_O"], template=cfg.qk_template, ov_template=cfg.ov_template,
                    axes=("instance", "layer", "head"), rel_tol=rel_tol, seed=seed,
                    layout="toymodels")
@@ -192,7 +193,7 @@ def rope_offsets(cfg: TransformerConfig, params: dict) -> dict:
     W_Q = np.asarray(rope_offset_queries(jnp.asarray(params["W_Q"]), offsets, cfg.rope_base))
     W_K = np.broadcast_to(params["W_K"][..., None, :, :], W_Q.shape)
     features = features_of(cfg, params)  # [I, L, D, N]
-    res = analyze(features, W_Q=W_Q, W_K=W_K, template=cfg.qk_template,
+    res = analyze_heads(features, W_Q=W_Q, W_K=W_K, template=cfg.qk_template,
                   axes=("instance", "layer", "head", "offset"), layout="toymodels")
     shape = W_Q.shape[:4]
     cos = np.zeros(shape)

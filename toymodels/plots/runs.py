@@ -1,33 +1,47 @@
-"""Figures drawn from a stored run (never by retraining)."""
+"""Figures of runs, theory checks and sweeps, drawn from stored (or in-memory) results,
+never by retraining."""
 
 import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "figure.dpi": 150,
-         "savefig.bbox": "tight", "axes.spines.top": False, "axes.spines.right": False}
+from toymodels.plots.common import STYLE, finish, subplots
 
 
-def plot_alignment(run_dir, out_path, instance: int = 0):
-    """|cos| of features against left/right singular vectors (one instance) and every
+def _summary(run) -> dict:
+    """summary.json of a Run or a run directory."""
+    if hasattr(run, "summary"):
+        return run.summary
+    return json.loads((Path(run) / "summary.json").read_text())
+
+
+def _arrays(run, name: str) -> dict | None:
+    """analysis.npz ('analysis') or dynamics.npz ('dynamics') of a Run or a run directory;
+    None where the run has none."""
+    if hasattr(run, "summary"):
+        return getattr(run, name)
+    path = Path(run) / f"{name}.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        return dict(f)
+
+
+def plot_alignment(run_dir, out_path=None, instance: int = 0):
+    """(A Run or a run directory; saved to out_path when given; returns the Figure.) |cos| of features against left/right singular vectors (one instance) and every
     instance's spectrum."""
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    with np.load(run_dir / "analysis.npz", allow_pickle=False) as f:
-        cos_u, cos_v, S = f["cos_u"][instance], f["cos_v"][instance], f["singular_values"]
+    summary, f = _summary(run_dir), _arrays(run_dir, "analysis")
+    cos_u, cos_v, S = f["cos_u"][instance], f["cos_v"][instance], f["singular_values"]
     template = summary["config"]["template"]
     seed = summary["instances"][instance]["seed"]
     N, K = cos_u.shape
     n_show = min(K, 12 if len(template) <= 4 else K)  # a few columns suffice for few pairs
 
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4), layout="constrained",
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 3, figsize=(10.5, 3.4), layout="constrained",
                                  gridspec_kw={"width_ratios": [1, 1, 1.2]})
         for ax, cos, side, feats in ((axes[0], cos_u, "u", [p[0] for p in template]),
                                      (axes[1], cos_v, "v", [p[1] for p in template])):
@@ -52,8 +66,7 @@ def plot_alignment(run_dir, out_path, instance: int = 0):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("σ_k of Ω = W_Qᵀ W_K")
         ax.set_title(f"{summary['preset']}: spectra of {S.shape[0]} instances")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
 # ---- theory figures (from `toymodels theory`'s stored data/<check>.npz) ------------
@@ -70,14 +83,14 @@ def _cos_heatmap(ax, cos, title, side, n_show):
     return im
 
 
-def plot_multi_pair(data: dict, out_path, seed_index: int = 0):
+def plot_multi_pair(data: dict, out_path=None, seed_index: int = 0):
     """Figure 2b: |cos| of each pair's features with the singular vectors (one seed), and
     matched σ against the target value (every seed)."""
     cos_u, cos_v = data["cos_u"][seed_index], data["cos_v"][seed_index]
     P = cos_u.shape[0]
     n_show = min(cos_u.shape[1], P + 10)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 3, figsize=(11, 3.5), layout="constrained")
         _cos_heatmap(axes[0], cos_u, "|cos(x_p, u_k)|, query features", "u", n_show)
         im = _cos_heatmap(axes[1], cos_v, "|cos(y_p, v_k)|, key features", "v", n_show)
         fig.colorbar(im, ax=axes[1], fraction=0.05, pad=0.02, label="|cos|")
@@ -95,11 +108,10 @@ def plot_multi_pair(data: dict, out_path, seed_index: int = 0):
         ax.set_ylabel("matched σ")
         ax.set_title("σ of each pair's matched singular index\n(hollow: not significant)")
         ax.legend(fontsize=7, frameon=False)
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
-def plot_anisotropy(data: dict, out_path):
+def plot_anisotropy(data: dict, out_path=None):
     """Figure 4: alignment of the top singular pair with the attended features against
     anisotropy ε = ‖E_X‖₂/α, beside Theorem 2's bound and the closed form."""
     eps = data["eps"]
@@ -109,8 +121,8 @@ def plot_anisotropy(data: dict, out_path):
         return (np.array([values[eps == e].mean() for e in levels]),
                 np.array([values[eps == e].std() for e in levels]))
 
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig, ax = subplots(figsize=(5.2, 3.6), layout="constrained")
         lo, hi = data["gpt2_eps"]
         ax.axvspan(lo, hi, color="0.9", label="GPT-2 range (our scale)")
         ax.axhline(0.75, color="0.5", ls=":", lw=0.8, label="paper: above 0.75")
@@ -137,19 +149,18 @@ def plot_anisotropy(data: dict, out_path):
         ax.set_ylim(0, 1.02)
         ax.set_title("Alignment against feature anisotropy (N=20, D=H=10)")
         ax.legend(fontsize=7, frameon=False, loc="lower left")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
-def plot_pairs_beyond_h(data: dict, out_path):
+def plot_pairs_beyond_h(data: dict, out_path=None):
     """More pairs than H: the trained head's distance from the rank-H optimum (left) and
     each pair's fate, kept, shared or dropped, in the optimum and in the trained heads."""
     H, d = data["H"], data["d"]
     heads, dims = np.unique(H), np.unique(d)
     fates = ("kept", "shared", "dropped")
     colors = ("#3a7d44", "#e0a030", "#b0b0b0")
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained",
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 2, figsize=(10, 3.6), layout="constrained",
                                  gridspec_kw={"width_ratios": [1, 1.4]})
         ax = axes[0]
         for n, h in enumerate(heads):
@@ -190,20 +201,18 @@ def plot_pairs_beyond_h(data: dict, out_path):
         ax.set_ylabel(f"fraction of the {data['fate_optimum'].shape[1]} pairs")
         ax.set_title("each pair's fate in the rank-H optimum (bars)")
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
 # ---- toy transformers (from a run directory's summary.json and dynamics.npz) --------
 
 
-def plot_transformer_run(run_dir, out_path):
-    """Left: every head of every instance, its attention accuracy beside its QK and OV
+def plot_transformer_run(run_dir, out_path=None):
+    """(A Run or a run directory; saved to out_path when given; returns the Figure.) Left: every head of every instance, its attention accuracy beside its QK and OV
     alignment (Hungarian-matched, min of both sides) and the QK random-rotation baseline.
     Right: through training, the best head's attention accuracy against its QK and OV
     alignment (the transformer's Figure 3)."""
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = _summary(run_dir)
     columns = ("accuracy", "qk_matched", "qk_baseline", "ov_matched")
     labels, grid = [], []
     for inst in summary["instances"]:
@@ -211,9 +220,9 @@ def plot_transformer_run(run_dir, out_path):
             labels.append(f"seed {inst['seed']} · L{h['layer']}H{h['head']}")
             grid.append([np.nan if h[c] is None else h[c] for c in columns])
     grid = np.array(grid)
-    dyn_path = run_dir / "dynamics.npz"
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10, max(3.2, 0.22 * len(labels) + 1)),
+    dynamics = _arrays(run_dir, "dynamics")
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 2, figsize=(10, max(3.2, 0.22 * len(labels) + 1)),
                                  layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
         ax = axes[0]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto",
@@ -227,9 +236,9 @@ def plot_transformer_run(run_dir, out_path):
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
         ax.set_title(f"{summary['preset']}: every head after training")
         ax = axes[1]
-        if dyn_path.exists():
-            with np.load(dyn_path, allow_pickle=False) as d:
-                steps, acc, qk, ov = d["steps"], d["accuracy"], d["qk_cos"], d["ov_cos"]
+        if dynamics is not None:
+            d = dynamics
+            steps, acc, qk, ov = d["steps"], d["accuracy"], d["qk_cos"], d["ov_cos"]
             for n, inst in enumerate(summary["instances"]):
                 b = inst.get("best_head", inst.get("solving_head"))  # older runs: solving_head
                 if b is None:  # diverged, or a task that never asks (control)
@@ -248,11 +257,10 @@ def plot_transformer_run(run_dir, out_path):
             ax.legend(loc="lower right", frameon=False)
         else:
             ax.axis("off")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
-def plot_rope_offsets(run_dir, out_path):
+def plot_rope_offsets(run_dir, out_path=None):
     """QK alignment of every head's per-offset matrix Ω_δ = W_Qᵀ R_{−δ} W_K with the planted
     pair, and the signed planted logit E_iᵀ Ω_δ E_j / √H, against the offset δ; the task's
     offset marked."""
@@ -262,8 +270,8 @@ def plot_rope_offsets(run_dir, out_path):
         offsets, cos, logit = f["rope_offsets"], f["rope_qk_cos"], f["rope_planted_logit"]
     task_offset = summary["config"]["offset"]
     I, L, n = cos.shape[:3]
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 2, figsize=(9, 3.2), layout="constrained")
         for a, (values, label) in zip(axes, ((cos, "matched |cos| with (E_i, E_j)"),
                                              (logit, "planted logit E_iᵀ Ω_δ E_j / √H"))):
             for i in range(I):
@@ -276,11 +284,10 @@ def plot_rope_offsets(run_dir, out_path):
         axes[0].set_ylim(0, 1.02)
         axes[1].axhline(0, color="black", lw=0.5)
         axes[0].set_title(f"{summary['preset']}: every head of {I} instances")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)
 
 
-def plot_realism(sweep_dir, out_path):
+def plot_realism(sweep_dir, out_path=None):
     """Per model variant of a transformer sweep: the best head's QK and OV alignment and the
     other heads' QK alignment, one dot per seed."""
     import pyarrow.parquet as pq
@@ -299,8 +306,8 @@ def plot_realism(sweep_dir, out_path):
     series = (("best_qk_matched", "QK (best head)", "tab:orange"),
               ("best_ov_matched", "OV (best head)", "tab:green"),
               ("other_heads_max_qk_matched", "QK (other heads, max)", "tab:gray"))
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8.5, 3.4), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig, ax = subplots(figsize=(8.5, 3.4), layout="constrained")
         for x, v in enumerate(variants):
             sub = [r for r in rows if tuple(r[k] for k in switches) == v]
             for dx, (key, label, color) in zip((-0.22, 0, 0.22), series):
@@ -316,5 +323,4 @@ def plot_realism(sweep_dir, out_path):
         ax.set_ylabel("Hungarian-matched |cos|\n(min of both sides, mean over pairs)")
         ax.set_title("retrieval task: alignment as realism is switched on (one dot per seed)")
         ax.legend(frameon=False, fontsize=7, loc="lower left")
-        fig.savefig(out_path)
-        plt.close(fig)
+        return finish(fig, out_path)

@@ -27,10 +27,13 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from toymodels.blas import one_blas_thread
-from toymodels.dynamics import record_steps
+from toymodels.training.dynamics import record_steps
 from toymodels.errors import ConfigError, RunDirError
 from toymodels.families import family_of
-from toymodels.optimizers import make_optimizer
+from toymodels.training.optimizers import make_optimizer
+from toymodels.compile_cache import configure as _use_compile_cache  # noqa: E402
+
+_use_compile_cache()  # before this module compiles anything
 
 
 @dataclass
@@ -289,13 +292,13 @@ def train(cfg, instances: list, *, progress: bool = True,
 def _checkpoint_session(plan, cfg):
     if plan is None:
         return None
-    from toymodels.resume import Session, check_every
+    from toymodels.training.checkpoints import Session, check_every
     check_every(plan.every, plan.keep, cfg, "checkpoint every")
     return Session(plan, cfg)
 
 
 def _note(message: str) -> None:
-    from toymodels.resume import note
+    from toymodels.training.checkpoints import note
     note(message)
 
 

@@ -73,7 +73,7 @@ def parse_prompts(spec: str) -> list[str]:
 
 def check_prompt_count(n: int, seed: int, spec: str) -> None:
     """A generated prompt set's count and seed, before any prompt is made."""
-    from toymodels.config import MAX_SEED
+    from toymodels.configs import MAX_SEED
 
     if not 1 <= n <= MAX_PROMPTS:
         raise AnalysisInputError(f"--prompts {spec!r}: the count must be in [1, "

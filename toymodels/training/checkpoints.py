@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toymodels.checkpoint_digest import DIGEST_FILE, verify_step, write_digest
+from toymodels.training.digest import DIGEST_FILE, verify_step, write_digest
 from toymodels.errors import ConfigError, RunDirError
 
 FORMAT = 1
@@ -212,10 +212,10 @@ def _seed_text(seeds: list) -> str:
 
 def _remove_stale_creations(path: Path) -> None:
     """Half-created folders (`<name>.tmp-<pid>`) of killed processes."""
-    from toymodels.store import _pid_alive
+    from toymodels.store import pid_alive
     for tmp in path.parent.glob(f"{path.name}.tmp-*"):
         pid = tmp.name.rsplit(".tmp-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,4 +1,5 @@
-"""A toy-transformer run's record: which head solves the task, and how well it aligns.
+"""A toy-transformer run's record, sweep rows and console table: which head solves the
+task, and how well it aligns; and the inputs sparse attention decomposition reads.
 
 Per instance: the task loss, each head's attention accuracy on the instance's evaluation
 batch, the head that solves the task (found from the accuracies, never assumed), and for
@@ -9,8 +10,12 @@ singular bases give (the random-rotation baseline).
 
 import numpy as np
 
-from toymodels.families import transformer as family
-from toymodels.families.transformer import SOLVED_ACCURACY
+from toymodels.families import Measured, final_losses
+from toymodels.families.transformer import training as family
+from toymodels.families.transformer.training import SOLVED_ACCURACY
+
+EXPORTS = ("transformer-lens",)
+"""Formats `toymodels export` can write a run of this family in (interop/export.py)."""
 
 HEAD_KEYS = ("qk_matched", "qk_cos_query_u", "qk_cos_key_v", "qk_baseline", "qk_baseline_low",
              "qk_baseline_high", "ov_matched", "ov_cos_u", "ov_cos_v", "qk_sigma_1",
@@ -74,28 +79,75 @@ def _matched(pair_rows, prefix=""):
     return float(np.mean(vals))
 
 
-def build_instances(cfg, instances, result, heads, evaluation, window: int) -> list[dict]:
-    records = []
+def measure(cfg, instances, result, params: dict, diverged: list) -> Measured:
+    """Per instance: its summary record (losses, evaluation, every head's accuracy and
+    alignment, the solving heads) and its sweep row (the best head's numbers)."""
+    evaluation = family.evaluate(cfg, params, instances)
+    analysis = family.analyze(cfg, params)
+    heads = head_records(cfg, params, analysis, evaluation["accuracy"])
+    records, rows, pair_rows = [], [], []
     for n, inst in enumerate(instances):
         best = best_head(heads[n])
         solving = [h for h in heads[n] if (h["accuracy"] or 0.0) >= SOLVED_ACCURACY]
+        ok = diverged[n] is None
         record = {
             "seed": inst.seed,
             "overrides": inst.overrides(),
-            "final_loss": {name: _finite(np.mean(curve[n, -window:]))
-                           for name, curve in result.curves.items()},
+            "final_loss": final_losses(cfg, result.curves, n),
             "eval_task_loss": float(evaluation["task_loss"][n]),
             "solved": bool(solving),
             "best_head": None if best is None else {"layer": best["layer"], "head": best["head"]},
             "solving_head": {"layer": best["layer"], "head": best["head"]} if solving else None,
             "solving_heads": [{"layer": h["layer"], "head": h["head"]} for h in solving],
             "heads": heads[n],
+            "diverged_step": diverged[n],
         }
+        best = best or heads[n][0]
+        others = [h["qk_matched"] for h in heads[n]
+                  if h is not best and h["qk_matched"] is not None]
+        row = {**{f"final_{k}": v for k, v in record["final_loss"].items()},
+               "eval_task_loss": record["eval_task_loss"],
+               "n_solving_heads": len(solving),
+               "best_layer": best["layer"], "best_head": best["head"],
+               **{f"best_{k}": best[k] for k in ("accuracy",) + HEAD_KEYS},
+               "other_heads_max_qk_matched": max(others) if others else None}
+        if not ok:  # a diverged instance's losses, heads and verdict are null
+            record["final_loss"] = dict.fromkeys(record["final_loss"])
+            record.update(eval_task_loss=None, solved=None, best_head=None, solving_head=None,
+                          solving_heads=None, heads=None)
+            row = dict.fromkeys(row)
         records.append(record)
-    return records
+        rows.append(row)
+        pairs = []
+        for p in (p for p in analysis.pairs if p["instance"] == n):
+            pair = {k: v for k, v in p.items() if k != "instance"}
+            if not ok:
+                pair |= {k: None for k in pair if k not in ("layer", "head", "circuit",
+                                                            "query_feature", "key_feature",
+                                                            "target")}
+            pairs.append({**inst.overrides(), **pair})
+        pair_rows.append(pairs)
+    arrays = {"accuracy": evaluation["accuracy"],
+              **{f"{c}_{k}": analysis.arrays[f"{c}_{k}"] for c in ("qk", "ov")
+                 for k in ("S", "cos_u", "cos_v")}}
+    if cfg.positions == "rope":
+        arrays |= {f"rope_{k}": v for k, v in family.rope_offsets(cfg, params).items()}
+    return Measured(records=records, rows=rows, pair_rows=pair_rows, analysis=analysis,
+                    arrays=arrays, fields={"solved_accuracy": SOLVED_ACCURACY})
 
 
-def summary_table(summary: dict) -> str:
+def templates(cfg) -> dict:
+    return {"template": [list(p) for p in cfg.qk_template],
+            "ov_template": [list(p) for p in cfg.ov_template]}
+
+
+def figure(run, path=None):
+    """The run's figure (a Run or a run directory): every head, and the best through training."""
+    from toymodels.plots import plot_transformer_run
+    return plot_transformer_run(run, path)
+
+
+def table(summary: dict) -> str:
     """One row per instance: the best head (highest attention accuracy; the first head where
     the task never asks), its alignment, and the other heads'."""
     header = (f"{'seed':>4} {'task loss':>9} {'best':>5} {'acc':>6} {'QK cos_u':>8} "
@@ -115,7 +167,7 @@ def summary_table(summary: dict) -> str:
                                f"[{h['qk_baseline_low']:.2f}–{h['qk_baseline_high']:.2f}]"
                                for h in others) or "-"
         lines.append(
-            f"{inst['seed']:>4} {inst['final_loss']['task']:>9.4f} "
+            f"{inst['seed']:>4} {_loss(inst['final_loss']['task'])} "
             f"{b['layer']}.{b['head']:<3} {_f(best['accuracy']):>6} {_f(best['qk_cos_query_u']):>8} "
             f"{_f(best['qk_cos_key_v']):>8} {_f(best['qk_matched']):>8} "
             f"{_f(best['ov_matched']):>8} {len(inst['solving_heads']):>7}  {other_text:<40.80}")
@@ -126,45 +178,11 @@ def _f(x):
     return "-" if x is None else f"{x:.3f}"
 
 
-def sweep_rows(group_id: str, cfg, instances, result, params, diverged_at):
-    """A sweep group's tables: one row per instance (config, losses, the best head's
-    accuracy and alignment, the other heads'), one per (instance, layer, head, circuit,
-    planted pair)."""
-    import json
-
-    from toymodels.config_transformer import TRANSFORMER_BATCHED_FIELDS, transformer_field_names
-
-    evaluation = family.evaluate(cfg, params, instances)
-    analysis = family.analyze_params(cfg, params)
-    heads = head_records(cfg, params, analysis, evaluation["accuracy"])
-    rows, pair_rows = [], []
-    for n, inst in enumerate(instances):
-        own = cfg.replace(**{k: getattr(inst, k) for k in TRANSFORMER_BATCHED_FIELDS})
-        ok = diverged_at[n] is None
-        best = best_head(heads[n]) or heads[n][0]
-        others = [h["qk_matched"] for h in heads[n]
-                  if h is not best and h["qk_matched"] is not None]
-        row = {"group": group_id, "seed": inst.seed,
-               **{k: (json.dumps(list(v)) if isinstance(v := getattr(own, k), tuple) else v)
-                  for k in transformer_field_names()},
-               "diverged": not ok, "diverged_step": diverged_at[n]}
-        measured = {
-            **{f"final_{k}": _finite(np.mean(v[n, -100:])) for k, v in result.curves.items()},
-            "eval_task_loss": float(evaluation["task_loss"][n]),
-            "n_solving_heads": sum((h["accuracy"] or 0.0) >= SOLVED_ACCURACY for h in heads[n]),
-            "best_layer": best["layer"], "best_head": best["head"],
-            **{f"best_{k}": best[k] for k in ("accuracy",) + HEAD_KEYS},
-            "other_heads_max_qk_matched": max(others) if others else None}
-        rows.append(row | {k: (v if ok else None) for k, v in measured.items()})
-        for p in (p for p in analysis.pairs if p["instance"] == n):
-            pair = {k: v for k, v in p.items() if k != "instance"}
-            if not ok:
-                pair |= {k: None for k in pair if k not in ("layer", "head", "circuit",
-                                                            "query_feature", "key_feature",
-                                                            "target")}
-            pair_rows.append({"group": group_id, "seed": inst.seed,
-                              **inst.overrides(), **pair})
-    return rows, pair_rows
+def _loss(x) -> str:
+    """A loss in 9 characters that shows its size (7.6e-06, not 0.0000)."""
+    if x is None:
+        return f"{'-':>9}"
+    return f"{x:>9.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:>9.1e}"
 
 
 # ---- sparse attention decomposition of a stored toy-transformer run -----------------
@@ -212,3 +230,18 @@ def attention_inputs(cfg, params: dict, f):
             "mask": np.broadcast_to(np.tril(np.ones((T, T), bool)), (P, T, T)).copy(),
             "W_Q": params["W_Q"], "W_K": params["W_K"],
             "b_Q": params.get("b_Q", zeros), "b_K": params.get("b_K", zeros)}
+
+
+def sad_inputs(cfg, params: dict, n: int, seed: int):
+    """What `toymodels sad` decomposes for one instance (params {name: [...]}, no instance
+    axis): n sequences of its own task, every query asking. Returns (arrays: x, mask, W_Q,
+    W_K, b_Q, b_K as attention_inputs gives them; token names [n][T]; meta)."""
+    from toymodels.analysis.sad import check_fits
+
+    check_fits(cfg.n_layers, cfg.n_heads, n, cfg.T, cfg.D, f"--prompts task:{n}")
+    batch = task_sequences(cfg, n, seed)
+    arrays = attention_inputs(cfg, params, batch["f"])
+    meta = {"architecture": "toymodels-transformer", "layernorm_folded": False, "causal": True,
+            "x_meaning": "the layer's attention input (the residual, or its pre-LayerNorm "
+                         "output), as the model computes it"}
+    return arrays, token_names(cfg, batch["f"]), meta

@@ -1,6 +1,6 @@
 """Configuration of toy transformers trained on planted-feature tasks.
 
-Notation (../shared/paper-notes.md), plus:
+Notation (docs/science.md), plus:
   L  layers              n_heads  heads per layer     T  sequence length (last token = query)
   E  [D, N] embedding: a token with features f has residual E f; the output is read back
      through the same E (tied), so "value feature v reaches the output" means E_vᵀ x.
@@ -15,9 +15,10 @@ Every check runs here, before any work starts (ConfigError: one line, exit 2).
 """
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
+from toymodels.configs.fields import (ACTIVATION_FACTOR, check_int, check_number,
+                                      check_optimizer, instance_grid)
 from toymodels.errors import ConfigError
 
 TASKS = ("retrieval", "rope", "control")
@@ -26,13 +27,6 @@ EMBEDDINGS = ("fixed", "learned")
 
 TRANSFORMER_BATCHED_FIELDS = ("learning_rate", "p_active")
 FRAMES = ("random", "axis")
-OPTIMIZERS = ("adamw", "sgd", "adamw_rotated")
-"""The optimizers a config of either family can name (toymodels/optimizers.py builds them)."""
-
-
-def check_optimizer(name) -> None:
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 """Hyperparameters that may differ between instances of one compiled program."""
 
 
@@ -128,17 +122,18 @@ class TransformerConfig:
     record_spacing: str = "log"
     """'log' or 'linear' spacing of record points."""
 
-    family = "transformer"
+    family = "transformer"  # a class attribute, not a field: which family trains it
+    BATCHED_FIELDS = TRANSFORMER_BATCHED_FIELDS
 
     def __post_init__(self):
         for name in ("N", "T", "D", "H", "n_heads", "n_layers", "batch_size", "steps",
                      "chunk_steps"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("record_points", self.record_points, minimum=0)
-        _check_int("offset", self.offset, minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("record_points", self.record_points, minimum=0)
+        check_int("offset", self.offset, minimum=1)
         for name in ("p_active", "p_query", "learning_rate", "weight_decay", "anisotropy", "init_scale",
                      "rope_base"):
-            _check_number(name, getattr(self, name))
+            check_number(name, getattr(self, name))
         if not 1 <= self.n_layers <= 4:
             raise ConfigError(f"n_layers must be 1 to 4, got {self.n_layers}")
         for name, allowed in (("task", TASKS), ("positions", POSITIONS),
@@ -208,11 +203,11 @@ class TransformerConfig:
         for pair in self.pairs:
             if not (isinstance(pair, tuple) and len(pair) == 3):
                 raise ConfigError(f"pair {pair!r} is not (query_feature, key_feature, weight)")
-            _check_number("pair weight", pair[2])
+            check_number("pair weight", pair[2])
             if pair[2] <= 0:
                 raise ConfigError(f"pair weight must be > 0, got {pair[2]}")
         for g in self.value_gains:
-            _check_number("value gain", g)
+            check_number("value gain", g)
             if g <= 0:
                 raise ConfigError(f"value gains must be > 0 (equal gains make OV's singular "
                                   f"vectors degenerate), got {g}")
@@ -283,6 +278,34 @@ class TransformerConfig:
         out["value_gains"] = list(self.value_gains)
         return out
 
+    def estimate_bytes(self, n_instances: int) -> int:
+        """A rough lower bound of the memory training n_instances needs, float32 (as
+        ToyConfig.estimate_bytes): parameters x 4 (values, gradients, Adam moments),
+        one step's activations x ACTIVATION_FACTOR, loss curves, and recorded parameters."""
+        L, n, H, D, N, T = self.n_layers, self.n_heads, self.H, self.D, self.N, self.T
+        params = D * N + L * (4 * n * H * D + 3 * n * H + D) + T * D + L * 8 * D * D * self.mlp
+        batch = self.batch_size * T * (N + L * (3 * D + 3 * n * H + n * T + 4 * D * self.mlp))
+        records = self.record_points * (params + 3 * L * n)
+        return 4 * n_instances * (4 * params + ACTIVATION_FACTOR * batch + 2 * self.steps + records)
+
+    def make_instances(self, seeds, vary: dict | None = None) -> list["TransformerInstance"]:
+        """The grid seeds × vary[field] values (fields.instance_grid)."""
+        return instance_grid(self, seeds, vary, TransformerInstance)
+
+    def instance(self, seed: int, **batched) -> "TransformerInstance":
+        """One instance: its seed and batched fields (the config's value where not given)."""
+        return TransformerInstance(seed=seed, **{n: batched.get(n, getattr(self, n))
+                                                 for n in TRANSFORMER_BATCHED_FIELDS})
+
+    STORED_CURVES = ("task",)
+    """Loss curves every stored run of this family has (curves.npz)."""
+
+    def param_shapes(self, n_instances: int) -> dict[str, tuple[int, ...]]:
+        """The shapes of the core arrays a run of n_instances stores in params.npz."""
+        I, L, n, H, D = n_instances, self.n_layers, self.n_heads, self.H, self.D
+        return {"E": (I, D, self.N), "W_Q": (I, L, n, H, D), "W_K": (I, L, n, H, D),
+                "W_V": (I, L, n, H, D), "W_O": (I, L, n, D, H)}
+
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
         d = dict(d)
@@ -292,33 +315,8 @@ class TransformerConfig:
         return cls(**d)
 
 
-def transformer_bytes(cfg: TransformerConfig, n_instances: int, activation_factor: int) -> int:
-    """A rough lower bound of the memory training n_instances needs, float32 (as
-    config.estimate_bytes for the toy): parameters x 4 (values, gradients, Adam moments),
-    one step's activations x activation_factor, loss curves, and recorded parameters."""
-    L, n, H, D, N, T = cfg.n_layers, cfg.n_heads, cfg.H, cfg.D, cfg.N, cfg.T
-    params = D * N + L * (4 * n * H * D + 3 * n * H + D) + T * D + L * 8 * D * D * cfg.mlp
-    batch = cfg.batch_size * T * (N + L * (3 * D + 3 * n * H + n * T + 4 * D * cfg.mlp))
-    records = cfg.record_points * (params + 3 * L * n)
-    return 4 * n_instances * (4 * params + activation_factor * batch + 2 * cfg.steps + records)
-
-
 def transformer_field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TransformerConfig)]
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value}")
 
 
 def linear_weights(n: int, high: float = 1.0, low: float = 0.25) -> tuple[float, ...]:
@@ -368,25 +366,3 @@ class TransformerInstance:
 
     def overrides(self) -> dict:
         return {name: getattr(self, name) for name in TRANSFORMER_BATCHED_FIELDS}
-
-
-def make_transformer_instances(cfg: TransformerConfig, seeds, vary: dict | None = None):
-    """The grid seeds × vary[field] values (fields from TRANSFORMER_BATCHED_FIELDS)."""
-    import itertools
-
-    vary = dict(vary or {})
-    for name, values in vary.items():
-        if name not in TRANSFORMER_BATCHED_FIELDS:
-            raise ConfigError(f"--vary {name}: only {', '.join(TRANSFORMER_BATCHED_FIELDS)} can "
-                              "differ between instances of a transformer run")
-        if not values:
-            raise ConfigError(f"--vary {name} has no values")
-        for value in values:
-            cfg.replace(**{name: value})
-    if not seeds:
-        raise ConfigError("a run needs at least one seed")
-    names = list(vary)
-    return [TransformerInstance(seed=int(seed), **{n: point.get(n, getattr(cfg, n))
-                                                   for n in TRANSFORMER_BATCHED_FIELDS})
-            for combo in itertools.product(*(vary[n] for n in names))
-            for point in [dict(zip(names, combo))] for seed in seeds]

@@ -1,0 +1,52 @@
+"""JAX's persistent compilation cache, on by default: a repeated command or a restarted
+notebook reads compiled programs from disk instead of compiling them again.
+
+  TOYMODELS_COMPILE_CACHE=DIR   keep the cache in DIR
+  TOYMODELS_COMPILE_CACHE=off   no persistent cache (also: 0, false, no)
+  default                       $XDG_CACHE_HOME/toymodels/jax, else ~/.cache/toymodels/jax
+
+A cache the user configured for JAX itself (JAX_COMPILATION_CACHE_DIR, or
+jax.config.update before toymodels compiles anything) is left as it is. The cache is
+trusted code (JAX's documentation): keep it in a folder only you can write.
+"""
+
+import os
+from pathlib import Path
+
+ENV = "TOYMODELS_COMPILE_CACHE"
+MIN_COMPILE_SECONDS = 0.2
+"""Programs that compile faster than this are not worth a disk entry."""
+
+_configured = False
+
+
+def cache_dir() -> Path | None:
+    """Where toymodels keeps compiled programs; None when the cache is off."""
+    value = os.environ.get(ENV, "").strip()
+    if value.lower() in ("off", "0", "false", "no"):
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "toymodels" / "jax"
+
+
+def configure() -> None:
+    """Turn the cache on (once per process, before the first compile)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # the user chose one for JAX: theirs
+        return
+    path = cache_dir()
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:  # a read-only home: run without the cache rather than fail
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
