@@ -2,7 +2,8 @@
 analogue): per-head N_recon beside the rotated control, and a layer × head map.
 
 Runs `toymodels sad minilm --prompts ioi:64 --out RUNS/sad-minilm` only if that directory
-holds no result yet; the figures are drawn from its stored tables.
+holds no result yet; the figures are drawn from its stored tables (`toymodels figures
+--only 'sad_minilm_*'` draws the same).
 
 usage: python experiments/sad_minilm.py [--runs runs] [--out figures]
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from toymodels.plots.sad import plot_head_map, plot_nrecon
+from toymodels.figures import render_script
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--runs", default="runs", type=Path)
@@ -47,7 +48,6 @@ for layer in range(max(heads["layer"]) + 1):
              for i in range(len(heads["head"])) if heads["layer"][i] == layer]
     print(f"L{layer} " + " ".join(cells[:n]))
 
-args.out.mkdir(exist_ok=True)
-plot_nrecon(run, args.out / "sad_minilm_nrecon.png")
-plot_head_map(run, args.out / "sad_minilm_heads.png")
-print(f"\nwrote {args.out / 'sad_minilm_nrecon.png'}, {args.out / 'sad_minilm_heads.png'}")
+files = [path for name in ("sad_minilm_nrecon", "sad_minilm_heads")
+         for path in render_script(name, args.out, runs=args.runs)]
+print("\nwrote " + ", ".join(map(str, files)))

@@ -8,11 +8,13 @@ N_recon small? The control run (no pairing needed) shows what the decomposition 
 where alignment is known to fail. Over training (parameters recorded in dynamics.npz),
 the planted firings' sparseness beside its rotated twin is the paper's Figure 7 analogue.
 
-Tables go to OUT (Parquet, written atomically); figures are drawn from those tables.
+Tables go to OUT (Parquet, written atomically); the figure is drawn from those tables
+(toymodels.plots.plot_planted_over_training; `toymodels figures --only
+sad_toy_over_training` draws the same).
 
 usage: toymodels run transformer-retrieval --seeds 0-7 --out runs/transformer-retrieval
        toymodels run transformer-control --seeds 0-7 --out runs/transformer-control
-       python experiments/sad_toy_validation.py [--runs runs] [--out runs/sad-toy] [--figures figures] [--overwrite]
+       python experiments/sad_toy_validation.py [--runs runs] [--out runs/sad-toy] [--figures figures] [--no-figure] [--overwrite]
 """
 
 import argparse
@@ -36,6 +38,8 @@ parser.add_argument("--prompts", default=256, type=int, help="task sequences per
 parser.add_argument("--training-instances", default=4, type=int,
                     help="instances decomposed at every recorded step")
 parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+parser.add_argument("--no-figure", action="store_true",
+                    help="store the tables only (toymodels figures draws the figure)")
 args = parser.parse_args()
 
 
@@ -115,9 +119,7 @@ with claim(args.out, args.overwrite, marker=MARKER), \
     pq.write_table(pa.Table.from_pylist(training), staging / "over_training.parquet")
 
 # ---- from the stored tables only ----
-import matplotlib.pyplot as plt  # noqa: E402
-
-from toymodels.plots import STYLE  # noqa: E402
+from toymodels.figures import render_script  # noqa: E402
 
 table = pq.read_table(args.out / "planted.parquet").to_pylist()
 print(f"{'run':<24}{'seed':>5}{'head':>6}{'acc':>7}{'firings':>8}{'top=match':>10}"
@@ -129,27 +131,6 @@ for r in table:
           f"{f(r['median_n_recon'], '.1f'):>8}{f(r['median_n_recon_rot'], '.1f'):>6}"
           f"{f(r['median_sparseness'], '.3f'):>8}{f(r['median_sparseness_rot'], '.3f'):>7}")
 
-over = pq.read_table(args.out / "over_training.parquet").to_pylist()
-presets = list(dict.fromkeys(r["run"] for r in over))
-args.figures.mkdir(parents=True, exist_ok=True)
-with plt.rc_context(STYLE):
-    fig, axes = plt.subplots(1, len(presets), figsize=(4.4 * len(presets), 3.2),
-                             layout="constrained", squeeze=False)
-    for ax, preset in zip(axes[0], presets):
-        sub = [r for r in over if r["run"] == preset and r["median_sparseness"] is not None]
-        for key, color, label in (("median_sparseness", "tab:blue", "head"),
-                                  ("median_sparseness_rot", "tab:gray", "rotated control")):
-            for i, (seed, layer, head) in enumerate(sorted({(r["seed"], r["layer"], r["head"])
-                                                            for r in sub})):
-                line = sorted((r["step"], r[key]) for r in sub
-                              if (r["seed"], r["layer"], r["head"]) == (seed, layer, head))
-                ax.semilogx(*zip(*line), color=color, lw=0.8, alpha=0.6,
-                            label=label if i == 0 else None)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("median sparseness of planted firings\n(low = sparse)")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"{preset}: every head, {args.training_instances} seeds")
-        ax.legend(frameon=False, loc="lower left")
-    fig.savefig(args.figures / "sad_toy_over_training.png")
-    plt.close(fig)
-print(f"figure: {args.figures / 'sad_toy_over_training.png'}")
+if not args.no_figure:
+    for path in render_script("sad_toy_over_training", args.figures, paths={"sad": args.out}):
+        print(f"figure: {path}")

@@ -1,6 +1,7 @@
 """Toy transformers: do singular vectors find features when attention is learned from a task?
 
-Draws, from stored runs and a stored sweep (never by retraining):
+Draws, from stored runs and a stored sweep (never by retraining), each figure whose input
+is stored (`toymodels figures --only 'transformer_*'` draws the same):
   figures/transformer_<preset>.png   every head's accuracy and alignment; the best head
                                      through training (the transformer's Figure 3)
   figures/transformer_rope_offsets.png  QK alignment of Ω_δ at every offset δ (Appendix D)
@@ -16,23 +17,12 @@ usage: toymodels run transformer-retrieval --seeds 0-7 --out runs/transformer-re
 import argparse
 from pathlib import Path
 
-from toymodels.plots import plot_realism, plot_rope_offsets, plot_transformer_run
+from toymodels.figures import FIGURES, render_script
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--runs", default="runs", type=Path)
 parser.add_argument("--out", default="figures", type=Path)
 args = parser.parse_args()
-args.out.mkdir(parents=True, exist_ok=True)
-
-for preset in ("retrieval", "multi-pair", "rope", "control", "full"):
-    run_dir = args.runs / f"transformer-{preset}"
-    if (run_dir / "summary.json").exists():
-        plot_transformer_run(run_dir, args.out / f"transformer_{preset}.png")
-        print(f"figure: {args.out / f'transformer_{preset}.png'}")
-if (args.runs / "transformer-rope" / "analysis.npz").exists():
-    plot_rope_offsets(args.runs / "transformer-rope", args.out / "transformer_rope_offsets.png")
-    print(f"figure: {args.out / 'transformer_rope_offsets.png'}")
-sweep = args.runs / "sweeps" / "transformer_realism"
-if (sweep / "results.parquet").exists():
-    plot_realism(sweep, args.out / "transformer_realism.png")
-    print(f"figure: {args.out / 'transformer_realism.png'}")
+for name in (n for n in FIGURES if n.startswith("transformer_")):
+    for path in render_script(name, args.out, runs=args.runs, optional=True):
+        print(f"figure: {path}")

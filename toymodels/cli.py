@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true",
                     help="replace an earlier export in --out (never other files)")
     _sad_parser(sub)
+    _figures_parser(sub)
     return parser
 
 
@@ -210,6 +211,34 @@ def _sad_parser(subparsers) -> None:
     sad.add_argument("--overwrite", action="store_true",
                      help="replace an existing SAD output in --out (once the new one is done)")
     sad.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _figures_parser(subparsers) -> None:
+    from toymodels.figures import EPILOG  # imports neither matplotlib nor JAX
+
+    fg = subparsers.add_parser(
+        "figures", help="redraw every figure of the README and docs/ from stored results, "
+        "as PNG and PDF", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fg.add_argument("--out", default="figures",
+                    help="directory for NAME.png and NAME.pdf (default: figures)")
+    fg.add_argument("--runs", default="runs",
+                    help="the folder holding the stored runs, sweeps, theory and SAD "
+                         "directories (default: runs)")
+    fg.add_argument("--only", nargs="+", metavar="NAME",
+                    help="only these figures (names or shell patterns, e.g. 'transformer_*')")
+    fg.add_argument("--train", action="store_true",
+                    help="first run the commands that make the missing inputs (minutes to "
+                         "an hour on a 2-core CPU)")
+    fg.add_argument("--list", action="store_true",
+                    help="list the figures, their inputs and the commands of missing ones; "
+                         "draw nothing")
+
+
+def _figures(args) -> int:
+    from toymodels.figures import figures_command
+
+    return figures_command(args.out, runs=args.runs, only=args.only, train=args.train,
+                           list_only=args.list)
 
 
 def _checkpoint_flags(parser, what, where, kept, reader) -> None:
@@ -249,6 +278,8 @@ def _dispatch(args) -> int:
             return _export(args)
         if args.command == "sad":
             return _sad(args)
+        if args.command == "figures":
+            return _figures(args)
     except (ConfigError, RunDirError, AnalysisInputError, PretrainedError) as e:
         sys.stderr.write(f"toymodels: error: {e}\n")
         return 2

@@ -8,7 +8,7 @@ import matplotlib
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from toymodels.plots.common import STYLE, finish, subplots
+from toymodels.plots.common import CELL_FONTSIZE, STYLE, finish, fmt, subplots
 
 
 def _summary(run) -> dict:
@@ -30,19 +30,44 @@ def _arrays(run, name: str) -> dict | None:
         return dict(f)
 
 
-def plot_alignment(run_dir, out_path=None, instance: int = 0):
-    """(A Run or a run directory; saved to out_path when given; returns the Figure.) |cos| of features against left/right singular vectors (one instance) and every
-    instance's spectrum."""
+def _rel_tol(run) -> float:
+    """The significance cut-off of the run's stored analysis (analysis/analysis.json), else
+    the package default: σ_k is significant when σ_k > rel_tol · σ_1."""
+    run_dir = getattr(run, "run_dir", None) if hasattr(run, "summary") else run
+    if run_dir is not None:
+        meta = Path(run_dir) / "analysis" / "analysis.json"
+        try:
+            return float(json.loads(meta.read_text())["rel_tol"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    from toymodels.analysis.svd import DEFAULT_REL_TOL
+    return DEFAULT_REL_TOL
+
+
+def instance_label(summary: dict, inst: dict) -> str:
+    """'seed 3', plus the batched values where they differ from the run's config."""
+    base = summary.get("config", {})
+    own = {k: v for k, v in (inst.get("overrides") or {}).items() if base.get(k) != v}
+    return ", ".join([f"seed {inst['seed']}"] + [f"{k}={v:g}" if isinstance(v, float)
+                                                  else f"{k}={v}" for k, v in own.items()])
+
+
+def plot_alignment(run_dir, out_path=None, instance: int = 0, rel_tol: float | None = None):
+    """(A Run or a run directory; saved to out_path when given; returns the Figure.) |cos|
+    of features against left/right singular vectors (one instance) and every instance's
+    spectrum, each with its significance cut-off rel_tol · σ_1 (default: the rel_tol of the
+    run's stored analysis, else toymodels.analysis.svd.DEFAULT_REL_TOL)."""
     summary, f = _summary(run_dir), _arrays(run_dir, "analysis")
     cos_u, cos_v, S = f["cos_u"][instance], f["cos_v"][instance], f["singular_values"]
     template = summary["config"]["template"]
     seed = summary["instances"][instance]["seed"]
+    rel_tol = _rel_tol(run_dir) if rel_tol is None else rel_tol
     N, K = cos_u.shape
     n_show = min(K, 12 if len(template) <= 4 else K)  # a few columns suffice for few pairs
 
     with matplotlib.rc_context(STYLE):
-        fig, axes = subplots(1, 3, figsize=(10.5, 3.4), layout="constrained",
-                                 gridspec_kw={"width_ratios": [1, 1, 1.2]})
+        fig, axes = subplots(1, 3, figsize=(11.5, 3.4), layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1, 1.2]})
         for ax, cos, side, feats in ((axes[0], cos_u, "u", [p[0] for p in template]),
                                      (axes[1], cos_v, "v", [p[1] for p in template])):
             im = ax.imshow(cos[:, :n_show], vmin=0, vmax=1, cmap="viridis", aspect="auto",
@@ -60,12 +85,21 @@ def plot_alignment(run_dir, out_path=None, instance: int = 0):
 
         ax = axes[2]
         k = np.arange(S.shape[1])  # 0-based, as sv_index in summary.json
-        for n in range(S.shape[0]):
-            ax.semilogy(k, np.maximum(S[n], 1e-12), "o-", ms=2.5, lw=0.8, alpha=0.8)
+        for n, inst in enumerate(summary["instances"]):
+            color = f"C{n % 10}"
+            ax.semilogy(k, np.maximum(S[n], 1e-12), "o-", ms=2.5, lw=0.8, alpha=0.8,
+                        color=color, label=instance_label(summary, inst))
+            if np.isfinite(S[n, 0]) and S[n, 0] > 0:  # this instance's significance cut-off
+                ax.hlines(rel_tol * S[n, 0], k[0] - 0.3, k[-1] + 0.3, color=color, lw=0.7,
+                          ls="--", alpha=0.6)
+        ax.plot([], [], "k--", lw=0.7, alpha=0.6,
+                label=f"cut-off {rel_tol:g}·σ_1\n(below: not significant)")
         ax.set_xlabel("singular index k")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("σ_k of Ω = W_Qᵀ W_K")
         ax.set_title(f"{summary['preset']}: spectra of {S.shape[0]} instances")
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  ncol=1 + (S.shape[0] - 1) // 12)
         return finish(fig, out_path)
 
 
@@ -222,41 +256,46 @@ def plot_transformer_run(run_dir, out_path=None):
     grid = np.array(grid)
     dynamics = _arrays(run_dir, "dynamics")
     with matplotlib.rc_context(STYLE):
-        fig, axes = subplots(1, 2, figsize=(10, max(3.2, 0.22 * len(labels) + 1)),
-                                 layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
+        fig, axes = subplots(1, 2, figsize=(10, max(3.2, 0.27 * len(labels) + 1.2)),
+                             layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
         ax = axes[0]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto",
                        interpolation="nearest")
         ax.set_xticks(range(len(columns)), ["attention\naccuracy", "QK |cos|\nmatched",
                                             "QK rotated\nbaseline", "OV |cos|\nmatched"])
-        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7.5)
         for (r, c), v in np.ndenumerate(grid):
-            ax.text(c, r, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    fontsize=5.5, color="white" if v < 0.6 else "black")
-        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+            ax.text(c, r, fmt(v), ha="center", va="center", fontsize=CELL_FONTSIZE,
+                    color="white" if v < 0.6 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="value in the cell")
         ax.set_title(f"{summary['preset']}: every head after training")
         ax = axes[1]
-        if dynamics is not None:
+        best = [inst.get("best_head", inst.get("solving_head"))  # older runs: solving_head
+                for inst in summary["instances"]]
+        if dynamics is not None and any(b is not None for b in best):
             d = dynamics
             steps, acc, qk, ov = d["steps"], d["accuracy"], d["qk_cos"], d["ov_cos"]
-            for n, inst in enumerate(summary["instances"]):
-                b = inst.get("best_head", inst.get("solving_head"))  # older runs: solving_head
+            first = next(n for n, b in enumerate(best) if b is not None)  # labelled once
+            for n, b in enumerate(best):
                 if b is None:  # diverged, or a task that never asks (control)
                     continue
                 at = (n, slice(None), b["layer"], b["head"])
                 kw = {"lw": 0.9, "alpha": 0.8}
                 ax.semilogx(steps, acc[at], color="tab:blue", **kw,
-                            label="attention accuracy" if n == 0 else None)
+                            label="attention accuracy" if n == first else None)
                 ax.semilogx(steps, qk[at], color="tab:orange", ls="--", **kw,
-                            label="QK alignment (best k)" if n == 0 else None)
+                            label="QK alignment (best k)" if n == first else None)
                 ax.semilogx(steps, ov[at], color="tab:green", ls=":", **kw,
-                            label="OV alignment (best k)" if n == 0 else None)
+                            label="OV alignment (best k)" if n == first else None)
             ax.set_xlabel("training step")
             ax.set_ylim(0, 1.02)
             ax.set_title("best head of each instance, through training")
             ax.legend(loc="lower right", frameon=False)
         else:
             ax.axis("off")
+            ax.text(0.5, 0.5, "no dynamics recorded" if dynamics is None else
+                    "no best head to follow:\nthe task never asks a head to attend",
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")
         return finish(fig, out_path)
 
 

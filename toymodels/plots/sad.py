@@ -5,6 +5,8 @@
   plot_head_map(dir)        layer × head map of median N_recon, heads and rotated control
   plot_sparseness_over_training(table)  median sparseness against training step beside the
                             rotated control (paper Figure 7 analogue, for toy runs)
+  plot_planted_over_training(dir)  the same for every head of the toy-transformer runs in
+                            experiments/sad_toy_validation.py's over_training.parquet
 """
 
 from pathlib import Path
@@ -13,7 +15,7 @@ import matplotlib
 import numpy as np
 import pyarrow.parquet as pq
 
-from toymodels.plots.common import STYLE, finish, subplots
+from toymodels.plots.common import CELL_FONTSIZE, STYLE, finish, subplots
 
 HEADS_COLOR, ROT_COLOR = "tab:blue", "tab:gray"
 
@@ -74,7 +76,7 @@ def plot_head_map(sad_dir, out_path=None):
                            interpolation="nearest")
             for (i, j), v in np.ndenumerate(grid):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=CELL_FONTSIZE,
                             color="white" if v > (1 + vmax) / 2 else "black")
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
@@ -98,4 +100,31 @@ def plot_sparseness_over_training(table: dict, out_path=None, title: str = ""):
         ax.set_ylabel("median sparseness (low = sparse)")
         ax.set_title(title or "sparseness over training")
         ax.legend(frameon=False)
+        return finish(fig, out_path)
+
+
+def plot_planted_over_training(sad_toy_dir, out_path=None):
+    """Median sparseness of the planted firings against training step, every head of every
+    decomposed seed beside its rotated control, one panel per run (the tables
+    experiments/sad_toy_validation.py stores in DIR/over_training.parquet)."""
+    over = pq.read_table(Path(sad_toy_dir) / "over_training.parquet").to_pylist()
+    presets = list(dict.fromkeys(r["run"] for r in over))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, max(len(presets), 1), figsize=(4.4 * max(len(presets), 1), 3.2),
+                             layout="constrained", squeeze=False)
+        for ax, preset in zip(axes[0], presets):
+            sub = [r for r in over if r["run"] == preset and r["median_sparseness"] is not None]
+            heads = sorted({(r["seed"], r["layer"], r["head"]) for r in sub})
+            for key, color, label in (("median_sparseness", HEADS_COLOR, "head"),
+                                      ("median_sparseness_rot", ROT_COLOR, "rotated control")):
+                for i, where in enumerate(heads):
+                    line = sorted((r["step"], r[key]) for r in sub
+                                  if (r["seed"], r["layer"], r["head"]) == where)
+                    ax.semilogx(*zip(*line), color=color, lw=0.8, alpha=0.6,
+                                label=label if i == 0 else None)
+            ax.set_xlabel("training step")
+            ax.set_ylabel("median sparseness of planted firings\n(low = sparse)")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(f"{preset}: every head, {len({h[0] for h in heads})} seeds")
+            ax.legend(frameon=False, loc="lower left")
         return finish(fig, out_path)

@@ -1,0 +1,238 @@
+"""Figures of the studies in experiments/ and docs/, each drawn from stored runs or sweeps
+(never by retraining); each returns a Figure and saves it only when given a path.
+
+  plot_feature_geometry(no_head, single_pair)  Figure 1 analogue: WᵀW and feature norms
+  plot_dynamics(run)          Figure 3 analogue: alignment before orthogonalization
+  plot_robustness(sweep)      Appendix A analogue: 1 − matched |cos| over λ, N, m, H
+  plot_optimizer_frame(rows)  the transformer's QK sides and self score, optimizer × frame
+                              (rows from optimizer_frame_rows(runs); the study's runs and
+                              their commands are toymodels.figures.OPTIMIZERS, FRAMES)
+"""
+
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from toymodels.plots.common import CELL_FONTSIZE, STYLE, finish, fmt, subplots
+
+
+def _summary(run_dir) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+# ---- the paper's toy model (run directories of `toymodels run single-pair / no-head`) ----
+
+
+def plot_feature_geometry(no_head_dir, single_pair_dir, out_path=None):
+    """WᵀW and the feature norms (coloured by interference) of the first instance of the
+    no-head control beside the first of the single-pair model: the attended features leave
+    superposition; without the head none do."""
+    viridis = matplotlib.colormaps["viridis"]
+    panels = [(no_head_dir, "λ = 0 (no head)"), (single_pair_dir, "one attended pair")]
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(2, 2, figsize=(8, 6), layout="constrained",
+                             gridspec_kw={"height_ratios": [2.2, 1]})
+        for col, (run_dir, title) in enumerate(panels):
+            summary = _summary(run_dir)
+            with np.load(Path(run_dir) / "analysis" / "arrays.npz") as geometry:
+                gram, norms, interference = (geometry[k][0] for k in  # first instance
+                                             ("gram", "norms", "interference"))
+            attended = sorted({i for p in summary["config"]["template"] for i in p[:2]})
+            im = axes[0, col].imshow(gram, cmap="RdBu_r", vmin=-1, vmax=1)
+            axes[0, col].set_title(f"{title}: WᵀW (seed {summary['instances'][0]['seed']})")
+            axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[0, col].yaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[0, col].set_xlabel("feature j")
+            axes[0, col].set_ylabel("feature i")
+            bars = axes[1, col].bar(np.arange(norms.size), norms,
+                                    color=viridis(np.clip(interference, 0, 1)))
+            for i in attended:
+                bars[i].set_edgecolor("crimson")
+                bars[i].set_linewidth(1.5)
+            axes[1, col].set_xlabel("feature i (red outline: attended)")
+            axes[1, col].set_ylabel("‖w_i‖")
+        fig.colorbar(im, ax=axes[0, :], fraction=0.03, label="w_i · w_j")
+        fig.colorbar(ScalarMappable(cmap=viridis, norm=Normalize(0, 1)), ax=axes[1, :],
+                     fraction=0.03, label="interference Σ_j≠i (ŵ_i·w_j)²")
+        return finish(fig, out_path)
+
+
+def _moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, averages): a centred moving average of a per-step series (steps from 1)."""
+    window = max(1, min(window, values.size))
+    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+    return np.arange(1, smooth.size + 1) + (window - 1) // 2, smooth
+
+
+def plot_dynamics(run_dir, out_path=None, window: int = 25):
+    """Over training, the singular vectors align first (attention loss falls), then the
+    attended features leave superposition (reconstruction loss falls): the metrics a toy
+    run recorded inside its training loop (dynamics.npz) and its losses (curves.npz)."""
+    run_dir = Path(run_dir)
+    summary = _summary(run_dir)
+    if not (run_dir / "dynamics.npz").is_file():
+        raise FileNotFoundError(f"{run_dir} recorded no dynamics (dynamics.npz): rerun it "
+                                "with --set record_points=100")
+    with np.load(run_dir / "dynamics.npz") as f:
+        dyn = dict(f)
+    with np.load(run_dir / "curves.npz") as f:
+        curves = dict(f)
+    steps = dyn["steps"]
+    alignment = np.minimum(dyn["cos_query_u"], dyn["cos_key_v"]).min(axis=2)  # [I, R]
+    interference = dyn["interference"].max(axis=2)  # [I, R], worst attended feature
+    crossings = [inst["dynamics"] or {} for inst in summary["instances"]]
+
+    with matplotlib.rc_context(STYLE):
+        fig, (ax, ax_loss) = subplots(1, 2, figsize=(9.5, 3.3), layout="constrained")
+        for series, color, label in ((alignment, "C0", "alignment min(|cos(w₀,u)|, |cos(w₁,v)|)"),
+                                     (interference, "C3", "interference of w₀, w₁ (max)")):
+            ax.semilogx(steps, series.T, color=color, lw=0.6, alpha=0.35)
+            ax.semilogx(steps, series.mean(0), color=color, lw=2, label=label)
+        for key, color in (("step_alignment_above", "C0"), ("step_interference_below", "C3")):
+            found = [c[key] for c in crossings if c.get(key) is not None]
+            if found:
+                ax.axvline(np.median(found), color=color, ls=":", lw=1.2)
+        ax.axhline(0.9, color="C0", lw=0.5, ls="--")
+        ax.axhline(0.1, color="C3", lw=0.5, ls="--")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("|cos| (blue), interference (red)")
+        ax.set_title(f"single pair, {alignment.shape[0]} seeds (dotted: median first crossing)")
+        ax.legend(loc="center left", fontsize=7)
+
+        hidden = []
+        for name, color in (("recon", "C2"), ("attn", "C1")):
+            t, smooth = _moving_average(curves[name].mean(0), window)
+            positive = smooth > 0  # a log axis cannot show 0; no floor is drawn instead
+            if not positive.all():
+                hidden.append(name)
+            ax_loss.loglog(t[positive], smooth[positive], color=color, label=f"{name} loss")
+        ax_loss.xaxis.set_minor_formatter(NullFormatter())  # crowded on short runs
+        ax_loss.set_xlabel("training step")
+        ax_loss.set_ylabel("loss (log scale)")
+        ax_loss.set_title(f"losses (mean over seeds, {window}-step moving average)"
+                          + (f"\n{', '.join(hidden)}: steps at exactly 0 not drawn"
+                             if hidden else ""))
+        ax_loss.legend(fontsize=7)
+        return finish(fig, out_path)
+
+
+# ---- Appendix A (a sweep of the single-pair preset over λ, N, m, H) -------------------
+
+
+def plot_robustness(sweep_dir, out_path=None, floor: float = 1e-7):
+    """One heatmap per λ from a stored sweep: rows (N, m), columns H. Colour and number:
+    1 − mean over seeds of min(|cos(w₀, u)|, |cos(w₁, v)|) of the matched pair (0 is
+    perfect alignment), on a log scale set from the data; the worst seed in brackets."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(Path(sweep_dir) / "results.parquet").to_pylist()
+    lams = sorted({r["lam"] for r in rows})
+    Hs = sorted({r["H"] for r in rows})
+    Nm = sorted({(r["N"], r["m"]) for r in rows})
+
+    def cell(lam, N, m, H):  # (mean gap, worst gap, seeds); gap = 1 − |cos|
+        vals = [1.0 - r["min_matched_cos"] for r in rows
+                if (r["lam"], r["N"], r["m"], r["H"]) == (lam, N, m, H)
+                and r["min_matched_cos"] is not None]
+        return (float(np.mean(vals)), float(np.max(vals)), len(vals)) if vals \
+            else (np.nan, np.nan, 0)
+
+    stats = {lam: np.array([[cell(lam, N, m, H) for H in Hs] for N, m in Nm]) for lam in lams}
+    gaps = np.concatenate([st[..., :2].ravel() for st in stats.values()])
+    gaps = np.maximum(gaps[np.isfinite(gaps)], floor)
+    lo, hi = (float(gaps.min()), float(gaps.max())) if gaps.size else (floor, 1.0)
+    if hi <= lo * 1.5:  # one value (or nearly): a decade around it
+        lo, hi = lo / 3, hi * 3
+    norm = LogNorm(vmin=lo, vmax=hi)
+    cmap = matplotlib.colormaps["viridis_r"]
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, len(lams), figsize=(3.2 * len(lams) + 1.2, 0.5 * len(Nm) + 1.8),
+                             layout="constrained", squeeze=False)
+        for ax, lam in zip(axes[0], lams):
+            st = stats[lam]  # [rows, cols, (mean, worst, seeds)]
+            im = ax.imshow(np.maximum(st[..., 0], floor), norm=norm, cmap=cmap, aspect="auto",
+                           interpolation="nearest")
+            for (i, j), mean in np.ndenumerate(st[..., 0]):
+                dark = np.isfinite(mean) and norm(max(mean, floor)) > 0.55
+                ax.text(j, i, f"{fmt(mean)}\n({fmt(st[i, j, 1])})", ha="center",
+                        va="center", fontsize=CELL_FONTSIZE, color="white" if dark else "black")
+            ax.set_xticks(range(len(Hs)), [f"H={H}" for H in Hs])
+            ax.set_yticks(range(len(Nm)), [f"N={N}, m={m}" for N, m in Nm])
+            ax.set_title(f"λ = {lam:g}, {int(st[..., 2].max())} seeds")
+        fig.colorbar(im, ax=axes[0, -1], label="1 − matched min |cos|\n(log; mean, worst seed)")
+        fig.suptitle("Distance from perfect alignment, 1 − min(|cos(w₀,u)|, |cos(w₁,v)|): "
+                     "mean over seeds (worst seed)", fontsize=9)
+        return finish(fig, out_path)
+
+
+# ---- the optimizer's frame (transformer-retrieval, optimizer × frame) ------------------
+
+
+def optimizer_frame_rows(runs) -> list[dict]:
+    """One row per instance of every stored run of the study: the solving head's (else the
+    best head's) QK sides, OV, self score E_qᵀΩE_q/√H and off-template share of Ω_f = EᵀΩE."""
+    from toymodels.figures import FRAMES, OPTIMIZERS, optimizer_frame_dir
+    from toymodels.rundir import load_run
+
+    rows = []
+    for optimizer in OPTIMIZERS:
+        for frame in FRAMES:
+            run = load_run(optimizer_frame_dir(runs, optimizer, frame))
+            cfg = run.config
+            (q, k, _), = cfg.pairs
+            for i, inst in enumerate(run.summary["instances"]):
+                where = inst["solving_head"] or inst["best_head"]
+                layer, head = where["layer"], where["head"]
+                h = next(h for h in inst["heads"] if (h["layer"], h["head"]) == (layer, head))
+                E = run.params["E"][i].astype(np.float64)  # [D, N]
+                Omega = (run.params["W_Q"][i, layer, head].T.astype(np.float64)
+                         @ run.params["W_K"][i, layer, head])  # [D, D]
+                Omega_f = E.T @ Omega @ E
+                rows.append({"optimizer": optimizer, "frame": frame, "seed": inst["seed"],
+                             "solved": inst["solved"], "accuracy": h["accuracy"],
+                             "query": h["qk_cos_query_u"], "key": h["qk_cos_key_v"],
+                             "ov": h["ov_matched"], "self": Omega_f[q, q] / np.sqrt(cfg.H),
+                             "off_template": float(np.sqrt(max(
+                                 0.0, 1 - Omega_f[q, k] ** 2 / np.sum(Omega_f ** 2)))),
+                             "task_loss": inst["eval_task_loss"]})
+    return rows
+
+
+OPTIMIZER_LABELS = {"adamw": "AdamW", "adamw_rotated": "AdamW,\nrotated basis", "sgd": "SGD"}
+FRAME_COLORS = {"random": "C0", "axis": "C3"}
+
+
+def plot_optimizer_frame(rows: list[dict], out_path=None):
+    """The QK query and key sides and the self score of each instance's solving head, per
+    optimizer and frame (rows: optimizer_frame_rows)."""
+    from toymodels.figures import FRAMES, OPTIMIZERS
+
+    seeds = sorted({r["seed"] for r in rows})
+    span = f"{seeds[0]}-{seeds[-1]}" if seeds else "none"
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, 3, figsize=(10, 3.3), layout="constrained")
+        for ax, key, label in zip(axes, ("query", "key", "self"),
+                                  ("QK query side |cos(u₁, E_q)|", "QK key side |cos(v₁, E_k)|",
+                                   "self score E_qᵀΩE_q/√H")):
+            for x, optimizer in enumerate(OPTIMIZERS):
+                for offset, frame in zip((-0.18, 0.18), FRAMES):
+                    ys = [r[key] for r in rows
+                          if (r["optimizer"], r["frame"]) == (optimizer, frame)
+                          and r[key] is not None]
+                    ax.plot(x + offset + np.linspace(-0.08, 0.08, len(ys)), ys, "o", ms=3,
+                            color=FRAME_COLORS[frame],
+                            label=f"{frame} frame" if x == 0 else None)
+            ax.set_xticks(range(len(OPTIMIZERS)), [OPTIMIZER_LABELS[o] for o in OPTIMIZERS],
+                          fontsize=8)
+            ax.set_ylabel(label)
+            if key == "self":
+                ax.axhline(0, color="0.7", lw=0.8)
+        axes[0].legend(frameon=False, fontsize=8)
+        fig.suptitle(f"transformer-retrieval, held-out seeds {span}: optimizer × frame",
+                     fontsize=9)
+        return finish(fig, out_path)
