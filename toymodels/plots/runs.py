@@ -267,7 +267,7 @@ def plot_transformer_run(run_dir, out_path=None):
         for (r, c), v in np.ndenumerate(grid):
             ax.text(c, r, fmt(v), ha="center", va="center", fontsize=CELL_FONTSIZE,
                     color="white" if v < 0.6 else "black")
-        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="value in the cell")
+        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="accuracy or |cos|")
         ax.set_title(f"{summary['preset']}: every head after training")
         ax = axes[1]
         best = [inst.get("best_head", inst.get("solving_head"))  # older runs: solving_head
