@@ -14,7 +14,8 @@ sad_toy_over_training` draws the same).
 
 usage: toymodels run transformer-retrieval --seeds 0-7 --out runs/transformer-retrieval
        toymodels run transformer-control --seeds 0-7 --out runs/transformer-control
-       python experiments/sad_toy_validation.py [--runs runs] [--out runs/sad-toy] [--figures figures] [--no-figure] [--overwrite]
+       python experiments/sad_toy_validation.py [--runs runs] [--out runs/sad-toy]
+              [--figures figures] [--no-figure] [--overwrite]
 """
 
 import argparse

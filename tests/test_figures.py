@@ -113,8 +113,6 @@ def _png_text(path: Path) -> dict:
 
 def test_figures_of_a_stored_run_png_and_pdf_with_provenance_byte_identical(runs, tmp_path,
                                                                              capsys):
-    from toymodels.store import git_commit
-
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["figures", "--out", str(first), "--runs", str(runs)]) == 0  # some drawn
     out = capsys.readouterr().out
@@ -123,8 +121,9 @@ def test_figures_of_a_stored_run_png_and_pdf_with_provenance_byte_identical(runs
     drawn = sorted(p.name for p in first.iterdir())
     assert drawn == sorted(f"{n}.{ext}" for n in QUICK_FIGURES for ext in ("pdf", "png"))
 
-    commit = git_commit()
-    assert commit
+    commit = figures.code_commit()
+    assert commit and commit.split("-")[0] == subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     png = _png_text(first / "fig2a_single_pair.png")
     assert png["Source"] == f"toymodels figures --only fig2a_single_pair --runs {runs}"
     assert commit in png["Comment"] and "matplotlib" in png["Comment"]
@@ -211,7 +210,8 @@ def test_robustness_colours_spread_over_the_data(tmp_path):
     colours = {tuple(np.round(im.to_rgba(v), 3)) for im in images for v in im.get_array().ravel()}
     assert len(colours) == 4  # every cell its own colour (the old scale: all one yellow)
     norm = images[0].norm
-    assert norm.vmin <= 1.6e-6 and 1e-3 <= norm.vmax  # set by the data and type(norm).__name__ == "LogNorm"
+    assert type(norm).__name__ == "LogNorm"
+    assert norm.vmin <= 1.6e-6 and 1e-3 <= norm.vmax  # the range is set by the data
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "1.0e-03\n(1.0e-03)" in texts  # 1 − |cos| printed with its size
 

@@ -6,8 +6,9 @@ draws it (toymodels.plots). Nothing here trains, except `--train`, which runs th
 inputs' commands first, as subprocesses of this Python.
 
 Each figure is written as NAME.png and NAME.pdf with its provenance in the file's metadata:
-the command that reproduces it (`toymodels figures --only NAME`), the git commit and the
-package versions, and the stored inputs with the commit that made each. Dates are left out
+the command that reproduces it (`toymodels figures --only NAME`), the git commit (marked
+-dirty when the code, CODE_PATHS, has uncommitted edits) and the package versions, and the
+stored inputs with the commit that made each. Dates are left out
 (PDF CreationDate pinned to None; PNG has no time chunk and no 'Software' entry), so the
 same code and inputs give byte-identical files.
 
@@ -16,6 +17,7 @@ Importing this module loads neither matplotlib nor JAX.
 
 import dataclasses
 import fnmatch
+import functools
 import json
 import os
 import subprocess
@@ -347,6 +349,26 @@ def _versions() -> dict:
     return out
 
 
+CODE_PATHS = ("toymodels", "experiments", "pyproject.toml")
+"""What shapes a figure besides its inputs: the commit is marked '-dirty' only when these
+have uncommitted changes (not when, say, the figures written into figures/ do)."""
+
+
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """HEAD of the checkout holding this package, '-dirty' if CODE_PATHS have edits; None
+    outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def _made_by(folder: Path) -> str | None:
     """The git commit a stored result records, if it records one."""
     for record in ("summary.json", "manifest.json", "theory.json", "sad.json"):
@@ -365,14 +387,12 @@ def reproduce_command(name: str, runs=DEFAULT_RUNS) -> str:
 
 def provenance(spec: FigureSpec, paths: dict, command: str) -> dict:
     """What goes into each file's metadata: command, git commit, versions, inputs."""
-    from toymodels.store import git_commit
-
     inputs = []
     for key, folder in paths.items():
         made = _made_by(Path(folder))
         inputs.append(f"{folder}" + (f" (made at git {made})" if made else ""))
     return {"figure": spec.name, "title": spec.title, "command": command,
-            "git_commit": git_commit() or "unknown",
+            "git_commit": code_commit() or "unknown",
             "versions": ", ".join(f"{k} {v}" for k, v in _versions().items() if v),
             "inputs": "; ".join(inputs)}
 
@@ -610,7 +630,7 @@ def figures_command(out=None, runs=DEFAULT_RUNS, only=None, train: bool = False,
     return 0
 
 
-__all__ = ["EPILOG", "FIGURES", "FRAMES", "OPTIMIZERS", "FigureSpec", "Input",
-           "MissingInputs", "figures_command", "input_paths", "listing", "missing_inputs",
-           "optimizer_frame_command", "optimizer_frame_dir", "provenance", "render",
-           "render_script", "reproduce_command", "save", "select"]
+__all__ = ["CODE_PATHS", "EPILOG", "FIGURES", "FRAMES", "OPTIMIZERS", "FigureSpec", "Input",
+           "MissingInputs", "code_commit", "figures_command", "input_paths", "listing",
+           "missing_inputs", "optimizer_frame_command", "optimizer_frame_dir", "provenance",
+           "render", "render_script", "reproduce_command", "save", "select"]

@@ -89,8 +89,9 @@ def plot_dynamics(run_dir, out_path=None, window: int = 25):
 
     with matplotlib.rc_context(STYLE):
         fig, (ax, ax_loss) = subplots(1, 2, figsize=(9.5, 3.3), layout="constrained")
-        for series, color, label in ((alignment, "C0", "alignment min(|cos(w₀,u)|, |cos(w₁,v)|)"),
-                                     (interference, "C3", "interference of w₀, w₁ (max)")):
+        for series, color, label in (
+                (alignment, "C0", "alignment min(|cos(w₀,u)|, |cos(w₁,v)|)"),
+                (interference, "C3", "interference of w₀, w₁ (max)")):
             ax.semilogx(steps, series.T, color=color, lw=0.6, alpha=0.35)
             ax.semilogx(steps, series.mean(0), color=color, lw=2, label=label)
         for key, color in (("step_alignment_above", "C0"), ("step_interference_below", "C3")):
@@ -175,7 +176,8 @@ def plot_robustness(sweep_dir, out_path=None, floor: float = 1e-7):
 
 def optimizer_frame_rows(runs) -> list[dict]:
     """One row per instance of every stored run of the study: the solving head's (else the
-    best head's) QK sides, OV, self score E_qᵀΩE_q/√H and off-template share of Ω_f = EᵀΩE."""
+    best head's) QK sides, OV, self score E_qᵀΩE_q/√H and off-template share of
+    Ω_f = EᵀΩE."""
     from toymodels.figures import FRAMES, OPTIMIZERS, optimizer_frame_dir
     from toymodels.rundir import load_run
 
