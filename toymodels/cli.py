@@ -231,6 +231,8 @@ def main(argv=None) -> int:
     # (set before matplotlib loads; the library itself never changes the backend).
     os.environ.setdefault("MPLBACKEND", "Agg")
     args = build_parser().parse_args(argv)
+    from toymodels import store  # every result records the command that made it
+    store.command_line = ["toymodels", *(sys.argv[1:] if argv is None else argv)]
     from toymodels.blas import one_blas_thread  # imports SciPy: only once the command parses
     return one_blas_thread(_dispatch)(args)
 

@@ -285,7 +285,7 @@ def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
 def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
                 checkpoint_every=None, keep_checkpoints=False) -> dict:
     from toymodels.training.checkpoints import check_checkpoints
-    from toymodels.store import git_commit, versions, write_json
+    from toymodels.store import provenance, write_json
 
     manifest = check_sweep_dir(spec, out)
     stats = manifest.get("groups", {})
@@ -312,8 +312,7 @@ def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
         _atomic(manifest_path, lambda p: write_json(p, _manifest(spec, groups, stats)))
         print(f"group {group.id}: {len(group.instances)} instances in "
               f"{result['seconds']:.1f} s, {result['compiles']} compiled program(s)", flush=True)
-    manifest = _manifest(spec, groups, stats) | {"versions": versions(),
-                                                  "git_commit": git_commit()}
+    manifest = _manifest(spec, groups, stats) | provenance()
     _atomic(manifest_path, lambda p: write_json(p, manifest))
     for group in groups:  # those a killed sweep stored but had not tidied
         _settle_checkpoints(out, group.id, keep_checkpoints)
