@@ -34,7 +34,7 @@ def test_a_command_fills_the_cache_and_off_leaves_none(tmp_path):
     assert any((tmp_path / "cache").iterdir())  # compiled programs were stored
     _run(tmp_path, "run-off", "off")
     assert (tmp_path / "run-off" / "summary.json").exists()
-    assert not (tmp_path / "xdg").exists()  # no default cache was made either
+    assert not (tmp_path / "xdg" / "toymodels").exists()  # no default cache was made either
 
 
 def test_a_cache_the_user_gave_jax_is_kept(tmp_path):
