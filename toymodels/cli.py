@@ -58,7 +58,7 @@ examples:
 
 
 THEORY_EXAMPLES = """\
-checks (paper-notes §1–§2): theorem1, isotropy, anisotropy, theorem3, multi_pair,
+checks (docs/science.md): theorem1, isotropy, anisotropy, theorem3, multi_pair,
 sigma_targets, pairs_beyond_h. Exit status 0 when every prediction PASSes, 1 otherwise
 (INFO rows are observations, not predictions).
 

@@ -11,7 +11,7 @@ and train as one vmapped program; N, D, H, m and the other fields split groups.
   DIR/pairs.parquet              every group's pair rows
   DIR/manifest.json              spec and its hash, versions, git commit, per-group time
                                  and compiles
-  DIR/.checkpoints/<id>/         a group's training state while it trains (resume.py)
+  DIR/.checkpoints/<id>/         a group's training state while it trains (training/checkpoints.py)
   DIR/checkpoints/<id>/          kept after it, with --keep-checkpoints
 
 Rerunning a sweep skips groups whose file exists, and a group that was training

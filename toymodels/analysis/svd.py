@@ -1,4 +1,4 @@
-"""Singular vectors of attention heads against a feature dictionary (paper-notes §4).
+"""Singular vectors of attention heads against a feature dictionary (docs/science.md).
 
 Shapes:
   ...  leading head axes, any of [instance, layer, head] (or none)

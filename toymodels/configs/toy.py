@@ -57,7 +57,7 @@ class ToyConfig:
     optimizer: str = "adamw"
     """'adamw'; 'sgd' (momentum 0.9, the same decoupled weight decay): rotation-equivariant;
     'adamw_rotated': AdamW whose per-coordinate normalisers live in a fixed random
-    orthogonal basis of each parameter (optimizers.py), so no axis of the model is
+    orthogonal basis of each parameter (training/optimizers.py), so no axis of the model is
     privileged. See OPTIMIZERS."""
     lr_schedule: str = "constant"
     """'constant', or 'cosine': the rate decays to 0 at the last step, which removes the
@@ -215,7 +215,7 @@ def many_pairs(n_pairs: int, offset: int, high: float, low: float,
 # Presets for the paper's experiments. Comments say why each choice was made.
 TOY_PRESETS: dict[str, ToyConfig] = {
     # Paper §1 one-pair model: feature 0 on the query attends to feature 1 on a key.
-    # λ=10 and target scale 5 rather than the prototype's 1 and 1 (paper-notes §6):
+    # λ=10 and target scale 5 rather than the prototype's 1 and 1:
     # both align (|cos| >= 0.99), but only the stronger attention signal also pulls
     # the attended features out of superposition (interference 0.00 against 1.0;
     # README, "Findings"), as in the paper's Figure 1.

@@ -1,4 +1,4 @@
-"""The paper's supervised-attention task (paper-notes §1): tokens, template targets, losses.
+"""The paper's supervised-attention task (docs/science.md): tokens, template targets, losses.
 
 Shapes:
   B  batch of queries     m  key tokens per query     N  features

@@ -1,4 +1,5 @@
-"""`toymodels theory`: every prediction of paper-notes §1–§2, measured beside its value.
+"""`toymodels theory`: every prediction of the toy model's theory (docs/science.md),
+measured beside its value.
 
 Each check trains what it needs, measures, and returns
   rows: one per prediction (predicted value, measured value, criterion, PASS/FAIL),
