@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sad_parser(subparsers) -> None:
     sad = subparsers.add_parser(
-        "sad", help="sparse attention decomposition of a pretrained checkpoint's heads, "
+        "sad", help="sparse attention decomposition of a pretrained model's (or a toy run's) heads, "
         "beside a rotated control", epilog=SAD_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sad.add_argument("model", metavar="MODEL_OR_RUN", help="a Hugging Face checkpoint "
