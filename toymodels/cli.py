@@ -194,10 +194,12 @@ def _report_parser(subparsers) -> None:
         "theory or SAD directory: config, verdicts beside baselines or foils, figures, "
         "provenance", epilog=REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    rep.add_argument("dir", metavar="DIR", help="a result directory: a run (summary.json), a sweep "
-                     "(manifest.json), a theory table (theory.json) or a SAD output (sad.json)")
-    rep.add_argument("--out", metavar="FILE", help="the Markdown file to write (default: DIR/report.md); "
-                     "figures outside its folder are copied beside it")
+    rep.add_argument("dir", metavar="DIR", help="a result directory: a run (summary.json), "
+                     "a sweep (manifest.json), a theory table (theory.json) or a SAD output "
+                     "(sad.json)")
+    rep.add_argument("--out", metavar="FILE", help="the Markdown file to write (default: "
+                     "DIR/report.md); figures outside its folder are copied beside it; a "
+                     "FILE ending in .html means --html, the Markdown beside it as .md")
     rep.add_argument("--html", action="store_true", help="also write the page as HTML beside "
                      "it (same name, .html), every figure embedded: one file to attach")
 
