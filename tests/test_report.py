@@ -272,3 +272,17 @@ def test_numbers_show_their_size():
     assert num(7.6e-06) == "7.6e-06" and num(0.0) == "0" and num(0.99994) == "0.9999"
     assert num(None) == "-" and num(float("nan")) == "-" and num(True) == "yes"
     assert num(np.float32(1.5e-7)) == "1.5e-07" and num(np.int64(3)) == "3"
+
+
+def test_a_report_inside_a_run_is_replaced_by_its_overwrite(dirs, tmp_path):
+    """report.md written into a run directory becomes part of it: `run --overwrite` there
+    replaces it rather than refusing it as a file toymodels did not write."""
+    import shutil
+
+    from toymodels.store import foreign_files
+    run = tmp_path / "run"
+    shutil.copytree(dirs / "toy", run)
+    assert main(["report", str(run), "--html"]) == 0
+    assert foreign_files(run) == []
+    (run / "notes.txt").write_text("mine")  # a user's file is still foreign
+    assert foreign_files(run) == ["notes.txt"]

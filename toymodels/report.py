@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toymodels.errors import RunDirError
+from toymodels.store import own_files
 
 MARKERS = {"summary.json": "run", "manifest.json": "sweep", "theory.json": "theory",
            "sad.json": "sad"}
@@ -180,6 +181,8 @@ def report(path, out=None, html: bool = False) -> Path:
     _atomic_write(md_path, text.encode())
     if html_path is not None:
         _atomic_write(html_path, html_text.encode())
+    # Written into a result directory: part of it now, so its --overwrite replaces them.
+    own_files(p for p in [md_path, html_path, *(copy for _, copy in figures)] if p is not None)
     return md_path
 
 

@@ -74,6 +74,21 @@ def record_files(folder: Path) -> None:
         str(p.relative_to(folder)) for p in _entries(folder) if p.name != OWNED_FILES)})
 
 
+def own_files(paths) -> None:
+    """Add files written beside a committed result (e.g. `toymodels report`'s report.md in
+    a run directory) to the record of the result directory holding them, so that a later
+    --overwrite of that result replaces them too instead of refusing them as foreign.
+    Files outside a recorded result are left alone."""
+    for path in (Path(p).absolute() for p in paths):
+        record = path.parent / OWNED_FILES
+        if not record.is_file():
+            continue
+        files = set(_read_record(record)) | {path.name}
+        tmp = record.with_name(f".{OWNED_FILES}.tmp-{os.getpid()}")
+        write_json(tmp, {"files": sorted(files)})
+        os.replace(tmp, record)
+
+
 def _entries(folder: Path):
     """Files and links under folder; links are not followed."""
     for root, dirs, files in os.walk(folder):
