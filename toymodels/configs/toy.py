@@ -12,7 +12,8 @@ compile or touches a run directory.
 import dataclasses
 from dataclasses import dataclass
 
-from toymodels.configs.fields import (ACTIVATION_FACTOR, Pair, check_number, check_optimizer,
+from toymodels.configs.fields import (ACTIVATION_FACTOR, STRUCTURE_FIELDS, check_structure,
+                                      feature_structure, structure_dict, structure_from_dict, Pair, check_number, check_optimizer,
                                       check_template, instance_grid)
 from toymodels.errors import ConfigError
 
@@ -39,6 +40,24 @@ class ToyConfig:
     """Key tokens each query attends over (context length)."""
     p_active: float | tuple[float, ...] = 0.1
     """Probability a feature is active in a token: one value, or one per feature."""
+    corr_blocks: tuple[tuple[int, ...], ...] = ()
+    """Groups of features whose firing is correlated (a Gaussian copula over which
+    features fire, correlation `corr` within each group; rates stay p_active). Text form
+    '0,1,2;3,4'. Empty: none."""
+    corr: float = 0.0
+    """Correlation of the copula within each of corr_blocks (the matrix must stay positive
+    semi-definite: >= -1/(k-1) for a group of k)."""
+    parents: tuple[int, ...] = ()
+    """Hierarchy: each feature's parent index, -1 for a root ('-1,0,0,1'; empty: none). A
+    child fires only when its parent does, then with probability `conditional`; trees of
+    any depth, no cycles."""
+    conditional: float = 0.5
+    """P(child fires | parent fires), for every child of `parents`."""
+    exclusive: tuple[tuple[int, ...], ...] = ()
+    """Groups of features of which at most one fires per token ('0,1;2,3'; rates stay
+    p_active, so each group's rates must sum to <= 1)."""
+    zipf_exponent: float = 0.0
+    """a > 0: feature i fires with p_active · (i + 1)^(-a) (Zipfian frequencies); 0: off."""
     tokens: str = "sparse"
     """'sparse': features active independently (p_active, magnitude U[0, 1]);
     'onehot': each token is one feature, chosen uniformly, magnitude 1 (Theorem 1's setting)."""
@@ -119,6 +138,15 @@ class ToyConfig:
             raise ConfigError(f"attn_loss must be 'xent' or 'mse', got {self.attn_loss!r}")
         _check_p_active(self.p_active, self.N)
         check_template(self.template, self.N)
+        if check_structure(self) is not None and self.tokens == "onehot":
+            raise ConfigError("a feature structure (corr_blocks, parents, exclusive, "
+                              "zipf_exponent) needs tokens='sparse': one-hot tokens carry "
+                              "one feature each")
+
+    @property
+    def structure(self):
+        """How features fire together (tasks/structure.FeatureStructure); None: independently."""
+        return feature_structure(self)
 
     @property
     def p_active_vector(self) -> tuple[float, ...]:
@@ -135,7 +163,8 @@ class ToyConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in STRUCTURE_FIELDS}
+        out |= structure_dict(self)
         out["template"] = [list(p) for p in self.template]
         if isinstance(self.p_active, tuple):
             out["p_active"] = list(self.p_active)
@@ -177,7 +206,7 @@ class ToyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ToyConfig":
-        d = dict(d)
+        d = structure_from_dict(d)
         d["template"] = tuple((int(i), int(j), float(v)) for i, j, v in d.get("template", ()))
         if isinstance(d.get("p_active"), list):
             d["p_active"] = tuple(float(p) for p in d["p_active"])
