@@ -264,6 +264,16 @@ TOY_PRESETS: dict[str, ToyConfig] = {
     ),
     # Control: λ = 0, no template. Reconstruction alone; no feature is special.
     "no-head": ToyConfig(lam=0.0, template=()),
+    # Beyond independent features (docs/findings.md, feature structure): the one-pair model
+    # whose query feature 0 co-fires with 2, 3, 4 and key feature 1 with 5, 6, 7 (a Gaussian
+    # copula, ρ = 0.6; rates unchanged): Ω*'s top pair tilts towards the partners.
+    "single-pair-correlated": ToyConfig(lam=10.0, target_scale=5.0, record_points=100,
+                                        corr_blocks=((0, 2, 3, 4), (1, 5, 6, 7)), corr=0.6),
+    # ... and a depth-2 hierarchy: 2 fires only with 0, 3 only with 2 (and 5, 6 under 1),
+    # each with probability 0.9 given its parent, the nesting behind feature absorption.
+    "single-pair-hierarchical": ToyConfig(lam=10.0, target_scale=5.0, record_points=100,
+                                          parents=(-1, -1, 0, 2, -1, 1, 5) + (-1,) * 13,
+                                          conditional=0.9),
 }
 
 

@@ -396,6 +396,13 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
     "transformer-full": TransformerConfig(
         n_layers=2, mlp=True, layernorm=True, bias=True, positions="learned",
         embedding="learned", steps=4000),
+    # Beyond independent features: the retrieval task with its value features 2-5 firing
+    # together (a Gaussian copula, ρ = 0.6; rates unchanged), so OV sees correlated inputs.
+    "transformer-correlated": TransformerConfig(corr_blocks=((2, 3, 4, 5),), corr=0.6),
+    # ... and nested: value feature 3 fires only with 2 and 4 only with 3 (depth 2), and
+    # background 7 only with 6, each with probability 0.8 given its parent.
+    "transformer-hierarchical": TransformerConfig(
+        parents=(-1, -1, -1, 2, 3, -1, -1, 6) + (-1,) * 8, conditional=0.8),
 }
 
 
