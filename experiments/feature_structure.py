@@ -182,7 +182,7 @@ def main() -> None:
         sys.exit(f"no runs in {args.runs}; run: python experiments/feature_structure.py --train")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "feature_structure.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     figure(rows, args.out / "feature_structure.png")
