@@ -58,7 +58,7 @@ examples:
 
 
 THEORY_EXAMPLES = """\
-checks (paper-notes §1–§2): theorem1, isotropy, anisotropy, theorem3, multi_pair,
+checks (docs/science.md): theorem1, isotropy, anisotropy, theorem3, multi_pair,
 sigma_targets, pairs_beyond_h. Exit status 0 when every prediction PASSes, 1 otherwise
 (INFO rows are observations, not predictions).
 
@@ -176,13 +176,48 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true",
                     help="replace an earlier export in --out (never other files)")
     _sad_parser(sub)
+    _report_parser(sub)
     _figures_parser(sub)
     return parser
 
 
+REPORT_EXAMPLES = """\
+examples:
+  toymodels report runs/single-pair                  # -> runs/single-pair/report.md
+  toymodels report runs/theory-quick --html          # also report.html, figures embedded
+  toymodels report runs/sweeps/robustness --out notes/robustness.md
+"""
+
+
+def _report_parser(subparsers) -> None:
+    rep = subparsers.add_parser(
+        "report", help="one self-contained page (Markdown, and HTML) about a run, sweep, "
+        "theory or SAD directory: config, verdicts beside baselines or foils, figures, "
+        "provenance", epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("dir", metavar="DIR", help="a result directory: a run (summary.json), "
+                     "a sweep (manifest.json), a theory table (theory.json) or a SAD output "
+                     "(sad.json)")
+    rep.add_argument("--out", metavar="FILE", help="the Markdown file to write (default: "
+                     "DIR/report.md); figures outside its folder are copied beside it; a "
+                     "FILE ending in .html means --html, the Markdown beside it as .md")
+    rep.add_argument("--html", action="store_true", help="also write the page as HTML beside "
+                     "it (same name, .html), every figure embedded: one file to attach")
+
+
+def _report(args) -> int:
+    from toymodels.report import report
+
+    md = report(args.dir, args.out, html=args.html)
+    print(f"report: {md}" + (f", {md.with_suffix('.html')}"
+                             if args.html or str(args.out or "").endswith((".html", ".htm"))
+                             else ""))
+    return 0
+
+
 def _sad_parser(subparsers) -> None:
     sad = subparsers.add_parser(
-        "sad", help="sparse attention decomposition of a pretrained checkpoint's heads, "
+        "sad", help="sparse attention decomposition of a pretrained model's (or a toy run's) heads, "
         "beside a rotated control", epilog=SAD_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sad.add_argument("model", metavar="MODEL_OR_RUN", help="a Hugging Face checkpoint "
@@ -260,6 +295,8 @@ def main(argv=None) -> int:
     # (set before matplotlib loads; the library itself never changes the backend).
     os.environ.setdefault("MPLBACKEND", "Agg")
     args = build_parser().parse_args(argv)
+    from toymodels import store  # every result records the command that made it
+    store.command_line = ["toymodels", *(sys.argv[1:] if argv is None else argv)]
     from toymodels.blas import one_blas_thread  # imports SciPy: only once the command parses
     return one_blas_thread(_dispatch)(args)
 
@@ -278,6 +315,8 @@ def _dispatch(args) -> int:
             return _export(args)
         if args.command == "sad":
             return _sad(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "figures":
             return _figures(args)
     except (ConfigError, RunDirError, AnalysisInputError, PretrainedError) as e:

@@ -3,7 +3,15 @@ notebook reads compiled programs from disk instead of compiling them again.
 
   TOYMODELS_COMPILE_CACHE=DIR   keep the cache in DIR
   TOYMODELS_COMPILE_CACHE=off   no persistent cache (also: 0, false, no)
-  default                       $XDG_CACHE_HOME/toymodels/jax, else ~/.cache/toymodels/jax
+  default                       $XDG_CACHE_HOME/toymodels/jax/<host>, else
+                                ~/.cache/toymodels/jax/<host>
+
+<host> names this machine's CPU (a hash of its model and instruction-set flags): XLA's CPU
+programs are compiled for the host's instruction set, so a home directory shared by
+machines of different CPUs (a cluster's) must not hand one machine's programs to another.
+jaxlib 0.9 logs "Loading XLA:CPU AOT result. Target machine feature +prefer-no-gather is
+not supported..." on each cached load on some x86 CPUs: those two are tuning preferences,
+not instructions (openxla/xla#44565), and the entries were compiled on this same CPU.
 
 A cache the user configured for JAX itself (JAX_COMPILATION_CACHE_DIR, or
 jax.config.update before toymodels compiles anything) is left as it is. The cache is
@@ -28,7 +36,24 @@ def cache_dir() -> Path | None:
     if value:
         return Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "toymodels" / "jax"
+    return Path(base) / "toymodels" / "jax" / host_name()
+
+
+def host_name() -> str:
+    """The machine type and a hash of its CPU's model and flags (Linux: /proc/cpuinfo)."""
+    import hashlib
+    import platform
+
+    identity = platform.machine() + platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags", "Features")):
+                identity += line
+            if line.strip() == "":  # the first processor says it for all
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
 
 
 def configure() -> None:

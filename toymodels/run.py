@@ -12,7 +12,7 @@ from toymodels.analysis.svd import DEFAULT_REL_TOL
 from toymodels.configs import make_instances, preset
 from toymodels.families import FINAL_LOSS_WINDOW, family_named, family_of, measure
 from toymodels.rundir import Run, analysis_meta, write_analysis
-from toymodels.store import claim, git_commit, staged, versions
+from toymodels.store import claim, provenance, staged
 from toymodels.training.checkpoints import (CheckpointPlan, check_checkpoints, check_every,
                                             discard, export, identity_of, run_checkpoint_dir)
 from toymodels.training.divergence import mask_diverged
@@ -39,7 +39,7 @@ def trained(preset_name: str | None, cfg, instances: list, *, progress: bool = T
     measured, _ = measure(cfg, instances, result)
     summary = {"family": cfg.family, "preset": preset_name, "config": cfg.to_dict(),
                "final_loss_window": min(FINAL_LOSS_WINDOW, cfg.steps), **measured.fields,
-               "versions": versions(), "git_commit": git_commit(),
+               **provenance(),
                "instances": measured.records}
     return Run(config=cfg, summary=summary, params=result.params, curves=result.curves,
                analysis=measured.arrays, dynamics=result.dynamics,

@@ -131,7 +131,7 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
     an earlier SAD output there with overwrite; call it inside store.claim(out))."""
     from toymodels.analysis import sad
     from toymodels.plots.sad import plot_head_map, plot_nrecon
-    from toymodels.store import git_commit, staged, versions, write_json
+    from toymodels.store import provenance, staged, write_json
 
     t0 = time.perf_counter()
     result = sad.decompose(inputs.x, inputs.mask, inputs.W_Q, inputs.W_K, inputs.b_Q,
@@ -151,7 +151,8 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
               "options": {**asdict(options), "threshold_rule": "1/n" if options.threshold
                           is None else "fixed", "recon_rtol": sad.RECON_RTOL},
               "overall": sad.overall(firings, heads),
-              "versions": {**versions(), **_extra_versions()}, "git_commit": git_commit()}
+              **provenance()}
+    record["versions"] |= _extra_versions()
     with staged(out, overwrite, marker="sad.json") as staging:
         sad.write_parquet(staging / "firings.parquet", firings)
         sad.write_parquet(staging / "heads.parquet", heads)

@@ -74,6 +74,21 @@ def record_files(folder: Path) -> None:
         str(p.relative_to(folder)) for p in _entries(folder) if p.name != OWNED_FILES)})
 
 
+def own_files(paths) -> None:
+    """Add files written beside a committed result (e.g. `toymodels report`'s report.md in
+    a run directory) to the record of the result directory holding them, so that a later
+    --overwrite of that result replaces them too instead of refusing them as foreign.
+    Files outside a recorded result are left alone."""
+    for path in (Path(p).absolute() for p in paths):
+        record = path.parent / OWNED_FILES
+        if not record.is_file():
+            continue
+        files = set(_read_record(record)) | {path.name}
+        tmp = record.with_name(f".{OWNED_FILES}.tmp-{os.getpid()}")
+        write_json(tmp, {"files": sorted(files)})
+        os.replace(tmp, record)
+
+
 def _entries(folder: Path):
     """Files and links under folder; links are not followed."""
     for root, dirs, files in os.walk(folder):
@@ -320,14 +335,44 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
+VERSIONED = {"toymodels": "toymodels", "jax": "jax", "jaxlib": "jaxlib", "flax": "flax",
+             "optax": "optax", "orbax": "orbax-checkpoint", "numpy": "numpy", "scipy": "scipy"}
+"""The packages that shape the numbers (key in a result -> distribution name)."""
+
+command_line: list[str] | None = None
+"""The command that made this process's results: the CLI sets it (["toymodels", ...]);
+otherwise the interpreter's own argv is recorded."""
+
+
 def versions() -> dict:
     out = {"python": sys.version.split()[0]}
-    for package in ("toymodels", "jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
+    for key, package in VERSIONED.items():
         try:
-            out[package] = metadata.version(package)
+            out[key] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            out[package] = None
+            out[key] = None
     return out
+
+
+def provenance() -> dict:
+    """What every result records of how it was made: the package versions, the git commit,
+    the command line, and JAX's backend and devices (a GPU may run float32 products as
+    TF32, so the same command can give different numbers on another machine)."""
+    import shlex
+
+    command = command_line or [sys.executable, *sys.argv]
+    return {"versions": versions(), "git_commit": git_commit(),
+            "command": shlex.join(str(a) for a in command), "backend": jax_backend()}
+
+
+def jax_backend() -> dict | None:
+    """JAX's default backend and its devices, where JAX is loaded (None otherwise: loading
+    it only to say so would cost seconds)."""
+    if "jax" not in sys.modules:
+        return None
+    import jax
+    return {"platform": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "x64": bool(jax.config.jax_enable_x64)}
 
 
 def git_commit() -> str | None:

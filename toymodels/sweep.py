@@ -11,7 +11,7 @@ and train as one vmapped program; N, D, H, m and the other fields split groups.
   DIR/pairs.parquet              every group's pair rows
   DIR/manifest.json              spec and its hash, versions, git commit, per-group time
                                  and compiles
-  DIR/.checkpoints/<id>/         a group's training state while it trains (resume.py)
+  DIR/.checkpoints/<id>/         a group's training state while it trains (training/checkpoints.py)
   DIR/checkpoints/<id>/          kept after it, with --keep-checkpoints
 
 Rerunning a sweep skips groups whose file exists, and a group that was training
@@ -285,7 +285,7 @@ def check_sweep_dir(spec: SweepSpec, out_dir) -> dict:
 def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
                 checkpoint_every=None, keep_checkpoints=False) -> dict:
     from toymodels.training.checkpoints import check_checkpoints
-    from toymodels.store import git_commit, versions, write_json
+    from toymodels.store import provenance, write_json
 
     manifest = check_sweep_dir(spec, out)
     stats = manifest.get("groups", {})
@@ -312,8 +312,7 @@ def _run_groups(spec, groups, out: Path, backend, ray_address, progress,
         _atomic(manifest_path, lambda p: write_json(p, _manifest(spec, groups, stats)))
         print(f"group {group.id}: {len(group.instances)} instances in "
               f"{result['seconds']:.1f} s, {result['compiles']} compiled program(s)", flush=True)
-    manifest = _manifest(spec, groups, stats) | {"versions": versions(),
-                                                  "git_commit": git_commit()}
+    manifest = _manifest(spec, groups, stats) | provenance()
     _atomic(manifest_path, lambda p: write_json(p, manifest))
     for group in groups:  # those a killed sweep stored but had not tidied
         _settle_checkpoints(out, group.id, keep_checkpoints)

@@ -1,4 +1,4 @@
-"""The alignment metrics of every head, as tidy tables (paper-notes §4).
+"""The alignment metrics of every head, as tidy tables (docs/science.md).
 
 `analyze` runs the jit-compiled core of svd.py once per circuit over all
 heads, then the host-side part over all heads at once (batched_rows.py: assignments,

@@ -44,6 +44,14 @@ def match(score):
     return cols
 
 
+def matched_alignment(cos_query_u, cos_key_v, matched) -> float:
+    """A head's matched alignment: the mean over planted pairs of min(|cos| query side,
+    |cos| key side) at each pair's assigned singular index; a pair left without one (matched
+    False) counts 0. The one definition, for pair rows and for rotated baselines alike."""
+    per_pair = np.where(matched, np.minimum(cos_query_u, cos_key_v), 0.0)
+    return float(np.mean(per_pair, dtype=np.float64))
+
+
 def set_metrics(cos, feats, sig):
     """(MMCS, Hungarian mean) of features `feats` against the significant columns;
     (None, None) for no features, or no significant direction (a zero head, e.g. a

@@ -1,4 +1,4 @@
-"""Sparse attention decomposition (paper-notes §3): how many singular directions of a head
+"""Sparse attention decomposition (docs/science.md: SAD): how many singular directions of a head
 carry each attention score, beside a Haar-rotated control.
 
 Shapes:

@@ -1,4 +1,4 @@
-"""Singular vectors of attention heads against a feature dictionary (paper-notes §4).
+"""Singular vectors of attention heads against a feature dictionary (docs/science.md).
 
 Shapes:
   ...  leading head axes, any of [instance, layer, head] (or none)
@@ -101,6 +101,19 @@ def significant(S, rel_tol):
     """σ_k counts only when σ_k > rel_tol · σ_1: directions with negligible σ are
     arbitrary (null space), so a match there is not alignment."""
     return S > rel_tol * S[..., :1]
+
+
+def best_index_cosines(cos_u, cos_v, S, queries, keys, rel_tol: float = DEFAULT_REL_TOL):
+    """Each planted pair's |cos| at its own best significant singular index, the k with the
+    largest cos_u[i, k] · cos_v[j, k] (max over k, not one-to-one: the Hungarian match
+    needs the host, so in-training records use this). cos_u, cos_v [.., N, K], S [.., K],
+    queries / keys: the pairs' feature indices [P]. Returns (cos_query_u, cos_key_v) [.., P]."""
+    q, k = jnp.asarray(queries, jnp.int32), jnp.asarray(keys, jnp.int32)
+    cu, cv = cos_u[..., q, :], cos_v[..., k, :]  # [.., P, K]
+    score = jnp.where(significant(S, rel_tol)[..., None, :], cu * cv, -1.0)
+    best = jnp.argmax(score, axis=-1)[..., None]
+    return (jnp.take_along_axis(cu, best, -1)[..., 0],
+            jnp.take_along_axis(cv, best, -1)[..., 0])
 
 
 def random_rotations(key, mask):

@@ -157,3 +157,68 @@ def instance_grid(cfg, seeds, vary: dict | None, instance_class) -> list:
             instances.append(instance_class(
                 seed=int(seed), **{n: point.get(n, getattr(cfg, n)) for n in batched}))
     return instances
+
+
+# ---- how planted features fire together (tasks/structure.py) ------------------------
+
+STRUCTURE_FIELDS = ("corr_blocks", "corr", "parents", "conditional", "exclusive",
+                    "zipf_exponent")
+"""Config fields (both families) that describe how features fire together; at their
+defaults every feature fires independently with its own p_active."""
+
+
+def feature_structure(cfg):
+    """cfg's FeatureStructure (tasks/structure.py), or None when every structure field is
+    at its default (features independent, as before these fields existed). Raises
+    ConfigError (one line) for a structure that cannot be (a correlation that is not
+    positive semi-definite, a cycle of parents, overlapping groups, ...)."""
+    from toymodels.tasks.structure import FeatureStructure
+
+    if not (cfg.corr_blocks or cfg.parents or cfg.exclusive or cfg.zipf_exponent):
+        return None
+    return FeatureStructure(
+        n_features=cfg.N, blocks=cfg.corr_blocks, rho=cfg.corr,
+        parents=cfg.parents or None,
+        conditional=cfg.conditional if cfg.parents else None,
+        exclusive=cfg.exclusive, zipf_exponent=cfg.zipf_exponent)
+
+
+def check_structure(cfg):
+    """Check cfg's structure fields before any work; returns its FeatureStructure or None."""
+    for name in ("corr", "conditional", "zipf_exponent"):
+        check_number(name, getattr(cfg, name))
+    for name in ("corr_blocks", "exclusive"):
+        groups = getattr(cfg, name)
+        if not isinstance(groups, tuple) or not all(isinstance(g, tuple) for g in groups):
+            raise ConfigError(f"{name} must be groups of feature indices, e.g. '0,1,2;3,4' "
+                              f"(--set) or [[0, 1, 2], [3, 4]] (TOML), got {groups!r}")
+    if not isinstance(cfg.parents, tuple):
+        raise ConfigError(f"parents must be one parent index per feature, e.g. '-1,0,0', "
+                          f"got {cfg.parents!r}")
+    if cfg.parents and len(cfg.parents) != cfg.N:
+        raise ConfigError(f"parents has {len(cfg.parents)} entries but N={cfg.N}: give each "
+                          "feature's parent (-1 for a root)")
+    if cfg.zipf_exponent < 0:
+        raise ConfigError(f"zipf_exponent must be >= 0, got {cfg.zipf_exponent}")
+    return feature_structure(cfg)
+
+
+def structure_dict(cfg) -> dict:
+    """The structure fields that differ from their defaults, as JSON values (results made
+    before these fields existed keep their config dicts, identities and sweep group ids)."""
+    defaults = type(cfg)()
+    return {name: [list(g) for g in value] if name in ("corr_blocks", "exclusive")
+            else (list(value) if isinstance(value, tuple) else value)
+            for name in STRUCTURE_FIELDS
+            if (value := getattr(cfg, name)) != getattr(defaults, name)}
+
+
+def structure_from_dict(d: dict) -> dict:
+    """d with the structure fields' JSON lists as the config's tuples."""
+    d = dict(d)
+    for name in ("corr_blocks", "exclusive"):
+        if isinstance(d.get(name), list):
+            d[name] = tuple(tuple(g) if isinstance(g, list) else g for g in d[name])
+    if isinstance(d.get("parents"), list):
+        d["parents"] = tuple(d["parents"])
+    return d

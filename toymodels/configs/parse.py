@@ -8,6 +8,7 @@ Field types and their text forms:
   tuple[Pair, ...]             '0:1:1.0,2:3:0.5' (query:key:value)
   tuple[int, ...]              '2,3,4'
   tuple[float, ...]            '1,0.8'
+  tuple[tuple[int, ...], ...]  '0,1,2;3,4' (groups of feature indices)
 """
 
 import dataclasses
@@ -53,6 +54,9 @@ def parse_value(name: str, text: str, config_class):
             return tuple(int(v) for v in text.split(",") if v.strip())
         if field_type == tuple[float, ...]:
             return tuple(float(v) for v in text.split(",") if v.strip())
+        if field_type == tuple[tuple[int, ...], ...]:
+            return tuple(tuple(int(v) for v in group.split(",") if v.strip())
+                         for group in text.split(";") if group.strip())
     except ConfigError:
         raise
     except ValueError:
@@ -78,6 +82,8 @@ def typed(name: str, value, config_class):
             return tuple(float(p) if _is_int(p) else p for p in value)
         if field_type in (tuple[int, ...], tuple[float, ...]):
             return tuple(value)  # as written: sweep hashes of stored specs stay the same
+        if field_type == tuple[tuple[int, ...], ...]:
+            return tuple(tuple(g) if isinstance(g, list) else g for g in value)
     return value
 
 

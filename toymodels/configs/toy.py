@@ -12,7 +12,8 @@ compile or touches a run directory.
 import dataclasses
 from dataclasses import dataclass
 
-from toymodels.configs.fields import (ACTIVATION_FACTOR, Pair, check_number, check_optimizer,
+from toymodels.configs.fields import (ACTIVATION_FACTOR, STRUCTURE_FIELDS, check_structure,
+                                      feature_structure, structure_dict, structure_from_dict, Pair, check_number, check_optimizer,
                                       check_template, instance_grid)
 from toymodels.errors import ConfigError
 
@@ -39,6 +40,24 @@ class ToyConfig:
     """Key tokens each query attends over (context length)."""
     p_active: float | tuple[float, ...] = 0.1
     """Probability a feature is active in a token: one value, or one per feature."""
+    corr_blocks: tuple[tuple[int, ...], ...] = ()
+    """Groups of features whose firing is correlated (a Gaussian copula over which
+    features fire, correlation `corr` within each group; rates stay p_active). Text form
+    '0,1,2;3,4'. Empty: none."""
+    corr: float = 0.0
+    """Correlation of the copula within each of corr_blocks (the matrix must stay positive
+    semi-definite: >= -1/(k-1) for a group of k)."""
+    parents: tuple[int, ...] = ()
+    """Hierarchy: each feature's parent index, -1 for a root ('-1,0,0,1'; empty: none). A
+    child fires only when its parent does, then with probability `conditional`; trees of
+    any depth, no cycles."""
+    conditional: float = 0.5
+    """P(child fires | parent fires), for every child of `parents`."""
+    exclusive: tuple[tuple[int, ...], ...] = ()
+    """Groups of features of which at most one fires per token ('0,1;2,3'; rates stay
+    p_active, so each group's rates must sum to <= 1)."""
+    zipf_exponent: float = 0.0
+    """a > 0: feature i fires with p_active · (i + 1)^(-a) (Zipfian frequencies); 0: off."""
     tokens: str = "sparse"
     """'sparse': features active independently (p_active, magnitude U[0, 1]);
     'onehot': each token is one feature, chosen uniformly, magnitude 1 (Theorem 1's setting)."""
@@ -57,7 +76,7 @@ class ToyConfig:
     optimizer: str = "adamw"
     """'adamw'; 'sgd' (momentum 0.9, the same decoupled weight decay): rotation-equivariant;
     'adamw_rotated': AdamW whose per-coordinate normalisers live in a fixed random
-    orthogonal basis of each parameter (optimizers.py), so no axis of the model is
+    orthogonal basis of each parameter (training/optimizers.py), so no axis of the model is
     privileged. See OPTIMIZERS."""
     lr_schedule: str = "constant"
     """'constant', or 'cosine': the rate decays to 0 at the last step, which removes the
@@ -119,6 +138,15 @@ class ToyConfig:
             raise ConfigError(f"attn_loss must be 'xent' or 'mse', got {self.attn_loss!r}")
         _check_p_active(self.p_active, self.N)
         check_template(self.template, self.N)
+        if check_structure(self) is not None and self.tokens == "onehot":
+            raise ConfigError("a feature structure (corr_blocks, parents, exclusive, "
+                              "zipf_exponent) needs tokens='sparse': one-hot tokens carry "
+                              "one feature each")
+
+    @property
+    def structure(self):
+        """How features fire together (tasks/structure.FeatureStructure); None: independently."""
+        return feature_structure(self)
 
     @property
     def p_active_vector(self) -> tuple[float, ...]:
@@ -135,7 +163,8 @@ class ToyConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in STRUCTURE_FIELDS}
+        out |= structure_dict(self)
         out["template"] = [list(p) for p in self.template]
         if isinstance(self.p_active, tuple):
             out["p_active"] = list(self.p_active)
@@ -177,7 +206,7 @@ class ToyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ToyConfig":
-        d = dict(d)
+        d = structure_from_dict(d)
         d["template"] = tuple((int(i), int(j), float(v)) for i, j, v in d.get("template", ()))
         if isinstance(d.get("p_active"), list):
             d["p_active"] = tuple(float(p) for p in d["p_active"])
@@ -215,7 +244,7 @@ def many_pairs(n_pairs: int, offset: int, high: float, low: float,
 # Presets for the paper's experiments. Comments say why each choice was made.
 TOY_PRESETS: dict[str, ToyConfig] = {
     # Paper §1 one-pair model: feature 0 on the query attends to feature 1 on a key.
-    # λ=10 and target scale 5 rather than the prototype's 1 and 1 (paper-notes §6):
+    # λ=10 and target scale 5 rather than the prototype's 1 and 1:
     # both align (|cos| >= 0.99), but only the stronger attention signal also pulls
     # the attended features out of superposition (interference 0.00 against 1.0;
     # README, "Findings"), as in the paper's Figure 1.
@@ -235,6 +264,16 @@ TOY_PRESETS: dict[str, ToyConfig] = {
     ),
     # Control: λ = 0, no template. Reconstruction alone; no feature is special.
     "no-head": ToyConfig(lam=0.0, template=()),
+    # Beyond independent features (docs/findings.md, feature structure): the one-pair model
+    # whose query feature 0 co-fires with 2, 3, 4 and key feature 1 with 5, 6, 7 (a Gaussian
+    # copula, ρ = 0.6; rates unchanged): Ω*'s top pair tilts towards the partners.
+    "single-pair-correlated": ToyConfig(lam=10.0, target_scale=5.0, record_points=100,
+                                        corr_blocks=((0, 2, 3, 4), (1, 5, 6, 7)), corr=0.6),
+    # ... and a depth-2 hierarchy: 2 fires only with 0, 3 only with 2 (and 5, 6 under 1),
+    # each with probability 0.9 given its parent, the nesting behind feature absorption.
+    "single-pair-hierarchical": ToyConfig(lam=10.0, target_scale=5.0, record_points=100,
+                                          parents=(-1, -1, 0, 2, -1, 1, 5) + (-1,) * 13,
+                                          conditional=0.9),
 }
 
 

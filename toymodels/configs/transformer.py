@@ -17,8 +17,10 @@ Every check runs here, before any work starts (ConfigError: one line, exit 2).
 import dataclasses
 from dataclasses import dataclass
 
-from toymodels.configs.fields import (ACTIVATION_FACTOR, check_int, check_number,
-                                      check_optimizer, instance_grid)
+from toymodels.configs.fields import (ACTIVATION_FACTOR, STRUCTURE_FIELDS, check_int,
+                                      check_number, check_optimizer, check_structure,
+                                      feature_structure, instance_grid, structure_dict,
+                                      structure_from_dict)
 from toymodels.errors import ConfigError
 
 TASKS = ("retrieval", "rope", "control")
@@ -63,6 +65,24 @@ class TransformerConfig:
     """(task='rope') the retrieved token sits this many positions before the query."""
     p_active: float = 0.3
     """Probability that a value or background feature is active on a token (U[0, 1])."""
+    corr_blocks: tuple[tuple[int, ...], ...] = ()
+    """Groups of features whose firing is correlated (a Gaussian copula over which
+    features fire, correlation `corr` within each group; rates stay p_active). Text form
+    '0,1,2;3,4'. Empty: none."""
+    corr: float = 0.0
+    """Correlation of the copula within each of corr_blocks (the matrix must stay positive
+    semi-definite: >= -1/(k-1) for a group of k)."""
+    parents: tuple[int, ...] = ()
+    """Hierarchy: each feature's parent index, -1 for a root ('-1,0,0,1'; empty: none). A
+    child fires only when its parent does, then with probability `conditional`; trees of
+    any depth, no cycles."""
+    conditional: float = 0.5
+    """P(child fires | parent fires), for every child of `parents`."""
+    exclusive: tuple[tuple[int, ...], ...] = ()
+    """Groups of features of which at most one fires per token ('0,1;2,3'; rates stay
+    p_active, so each group's rates must sum to <= 1)."""
+    zipf_exponent: float = 0.0
+    """a > 0: feature i fires with p_active · (i + 1)^(-a) (Zipfian frequencies); 0: off."""
     p_query: float = 0.5
     """Probability that the query token carries its pair's query feature. Otherwise the
     output is the sum of the value features over all T tokens divided by T (what uniform
@@ -123,6 +143,12 @@ class TransformerConfig:
     """'log' or 'linear' spacing of record points."""
 
     family = "transformer"  # a class attribute, not a field: which family trains it
+
+    @property
+    def structure(self):
+        """How value and background features fire together (tasks/structure.py); None:
+        independently."""
+        return feature_structure(self)
     BATCHED_FIELDS = TRANSFORMER_BATCHED_FIELDS
 
     def __post_init__(self):
@@ -236,6 +262,25 @@ class TransformerConfig:
         if self.T < 2 or (self.task != "rope" and len(self.pairs) > 1 and self.T < 3):
             raise ConfigError(f"T={self.T} is too short for the task: it needs the query and "
                               "at least one earlier token (two with several pairs)")
+        if check_structure(self) is not None:
+            self._check_structure_roles()
+
+    def _check_structure_roles(self):
+        """The task places query and key features; a structure shapes how value features
+        (on earlier tokens) and background features (on every token) fire, each group and
+        each parent-child link within one of the two."""
+        role = {i: "value" for i in self.value_features} | {i: "background"
+                                                            for i in self.background}
+        links = [(name, g) for name in ("corr_blocks", "exclusive") for g in getattr(self, name)]
+        links += [("parents", (child, parent)) for child, parent in enumerate(self.parents)
+                  if parent >= 0]
+        for name, group in links:
+            kinds = {role.get(i, "query or key") for i in group}
+            if len(kinds) > 1 or "query or key" in kinds:
+                raise ConfigError(f"{name} {list(group)} mixes {' and '.join(sorted(kinds))} "
+                                  "features; a structure links value features with value "
+                                  "features or background with background (the task places "
+                                  "query and key features)")
 
     # ---- derived ----
     @property
@@ -272,7 +317,8 @@ class TransformerConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in STRUCTURE_FIELDS}
+        out |= structure_dict(self)
         out["pairs"] = [list(p) for p in self.pairs]
         out["value_features"] = list(self.value_features)
         out["value_gains"] = list(self.value_gains)
@@ -308,7 +354,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
-        d = dict(d)
+        d = structure_from_dict(d)
         d["pairs"] = tuple((int(i), int(j), float(w)) for i, j, w in d.get("pairs", ()))
         d["value_features"] = tuple(int(v) for v in d.get("value_features", ()))
         d["value_gains"] = tuple(float(g) for g in d.get("value_gains", ()))
@@ -350,6 +396,13 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
     "transformer-full": TransformerConfig(
         n_layers=2, mlp=True, layernorm=True, bias=True, positions="learned",
         embedding="learned", steps=4000),
+    # Beyond independent features: the retrieval task with its value features 2-5 firing
+    # together (a Gaussian copula, ρ = 0.6; rates unchanged), so OV sees correlated inputs.
+    "transformer-correlated": TransformerConfig(corr_blocks=((2, 3, 4, 5),), corr=0.6),
+    # ... and nested: value feature 3 fires only with 2 and 4 only with 3 (depth 2), and
+    # background 7 only with 6, each with probability 0.8 given its parent.
+    "transformer-hierarchical": TransformerConfig(
+        parents=(-1, -1, -1, 2, 3, -1, -1, 6) + (-1,) * 8, conditional=0.8),
 }
 
 

@@ -55,8 +55,11 @@ def loss_fn(cfg: ToyConfig):
     T = jnp.asarray(template_matrix(cfg.template, cfg.N))
     importance = jnp.asarray(importance_weights(cfg))
 
+    structure = cfg.structure
+
     def loss(model, key, hp):
-        f_q, f_k = sample_batch(key, hp["p_active"], cfg.batch_size, cfg.m, cfg.tokens)
+        f_q, f_k = sample_batch(key, hp["p_active"], cfg.batch_size, cfg.m, cfg.tokens,
+                                structure)
         recon = reconstruction_loss(model, f_q, f_k, importance)
         attn = attention_loss(model, f_q, f_k, T, hp["target_scale"], cfg.attn_loss)
         return recon + hp["lam"] * attn, {"recon": recon, "attn": attn}

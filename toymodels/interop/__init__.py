@@ -10,7 +10,7 @@
   export.py            `toymodels export RUN --to transformer-lens`: one state dict and
                        config per instance
 
-Shapes (paper-notes notation; TransformerLens' names in brackets):
+Shapes (notation of docs/science.md; TransformerLens' names in brackets):
   L layers [n_layers], n heads per layer [n_heads], D residual width [d_model],
   H head dim [d_head], N features [d_vocab of an export; d_sae of an SAE], T tokens [n_ctx],
   F MLP width [d_mlp]

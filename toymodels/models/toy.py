@@ -1,7 +1,7 @@
 """The paper's toy model in Flax NNX: a superposition autoencoder with one attention head.
 Its losses belong to the task that defines them (tasks/toy.py).
 
-Shapes (paper-notes notation):
+Shapes (notation of docs/science.md):
   B batch, m keys per query, N features, D residual dim, H head dim
   W [D, N] feature dictionary, b [N] bias, W_Q, W_K [H, D]
   r = W f [.., D];  f' = ReLU(Wᵀ r + b);  ℓ_j = (W_Q r)·(W_K s_j);  Ω = W_Qᵀ W_K [D, D]

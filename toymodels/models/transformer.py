@@ -20,18 +20,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from toymodels.models.layers import layer_norm, lift
+
 HEAD_PARAMS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 
 
-def layer_norm(x, gain, bias, eps: float = 1e-5):
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / jnp.sqrt(var + eps) * _lead(gain, x) + _lead(bias, x)
-
-
-def _lead(v, like):
-    """v with leading unit axes up to like's rank (explicit broadcasting)."""
-    return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
 
 
 def rope_angles(T: int, H: int, base: float):
@@ -44,7 +37,7 @@ def rotate(x, angles):
     """Rotate consecutive pairs of the last axis of x [..., T, H] by angles [..., T, H/2]
     (leading axes of the two broadcast)."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
-    cos, sin = _lead(jnp.cos(angles), x1), _lead(jnp.sin(angles), x1)
+    cos, sin = lift(jnp.cos(angles), x1), lift(jnp.sin(angles), x1)
     out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)  # [..., T, H/2, 2]
     return out.reshape(out.shape[:-2] + (x.shape[-1],))
 

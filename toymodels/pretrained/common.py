@@ -21,7 +21,7 @@ from toymodels.errors import AnalysisInputError, PretrainedError
 
 @dataclass(frozen=True)
 class HeadWeights:
-    """Per-head attention weights in the analysis order (paper-notes notation)."""
+    """Per-head attention weights in the analysis order (notation of docs/science.md)."""
     W_Q: np.ndarray  # [L, n, H, D]
     W_K: np.ndarray  # [L, n, H, D]
     W_V: np.ndarray  # [L, n, H, D]

@@ -7,20 +7,15 @@ W_O [n, D, H], b_Q, b_K, b_V [n, H]; logits and probs [P, n, T, T].
 import jax
 import jax.numpy as jnp
 
+from toymodels.models.layers import lift, normalize
+
 NEG_INF = -1e30  # a finite -inf: a row with no visible key stays finite
 
 
 def layer_norm(x, gain, bias, eps):
-    """(LN(x), normalized x): LN(x) = normalized * gain + bias."""
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)
-    normalized = (x - mean) / jnp.sqrt(var + eps)
+    """(LN(x), normalized x): LN(x) = normalized * gain + bias (models/layers.py)."""
+    normalized = normalize(x, eps)
     return normalized * lift(gain, x) + lift(bias, x), normalized
-
-
-def lift(v, x):
-    """A per-feature vector [D] shaped to broadcast against x [..., D] (rank promotion off)."""
-    return v.reshape((1,) * (x.ndim - 1) + v.shape)
 
 
 def dense(x, W, b):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toymodels.configs import TransformerConfig
+from toymodels.tasks.generators import sample_structured
 
 
 def sample(key, cfg: TransformerConfig, p_active) -> dict:
@@ -44,8 +45,13 @@ def sample(key, cfg: TransformerConfig, p_active) -> dict:
     background[list(cfg.background)] = True
     earlier = (jnp.arange(T) < T - 1)[None, :, None]
     allowed = (jnp.asarray(values)[None, None, :] & earlier) | jnp.asarray(background)[None, None, :]
-    on = (jax.random.uniform(k_on, (B, T, N)) < p_active) & allowed
-    f = jnp.where(on, jax.random.uniform(k_mag, (B, T, N)), 0.0)
+    if cfg.structure is None:
+        on = (jax.random.uniform(k_on, (B, T, N)) < p_active) & allowed
+        f = jnp.where(on, jax.random.uniform(k_mag, (B, T, N)), 0.0)
+    else:  # value and background features fire together as the structure says
+        f = jnp.where(allowed, sample_structured(k_on, cfg.structure,
+                                                 jnp.broadcast_to(p_active, (N,)),
+                                                 (B, T, N)), 0.0)
 
     if cfg.task == "rope":
         key_pos = jnp.full((B,), T - 1 - cfg.offset, jnp.int32)

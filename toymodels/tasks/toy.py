@@ -1,4 +1,4 @@
-"""The paper's supervised-attention task (paper-notes §1): tokens, template targets, losses.
+"""The paper's supervised-attention task (docs/science.md): tokens, template targets, losses.
 
 Shapes:
   B  batch of queries     m  key tokens per query     N  features
@@ -15,6 +15,7 @@ import numpy as np
 from toymodels.configs import ToyConfig
 from toymodels.models.toy import feature_route_is_cheaper, gram_route_is_cheaper
 from toymodels.tasks.features import sample_features, sample_onehot
+from toymodels.tasks.generators import sample_structured
 
 
 def template_matrix(template, N: int) -> np.ndarray:
@@ -30,12 +31,17 @@ def importance_weights(cfg: ToyConfig) -> np.ndarray:
     return (cfg.importance_decay ** np.arange(cfg.N)).astype(np.float32)
 
 
-def sample_batch(key, p_active, batch_size: int, m: int, tokens: str = "sparse"):
-    """One training batch: f_q [B, N] and f_k [B, m, N]."""
+def sample_batch(key, p_active, batch_size: int, m: int, tokens: str = "sparse",
+                 structure=None):
+    """One training batch: f_q [B, N] and f_k [B, m, N]; structure (a FeatureStructure, or
+    None: independent features) says how features fire together within a token."""
     N = p_active.shape[-1]
     k_q, k_k = jax.random.split(key)
     if tokens == "onehot":
         return sample_onehot(k_q, (batch_size, N)), sample_onehot(k_k, (batch_size, m, N))
+    if structure is not None:
+        return (sample_structured(k_q, structure, p_active, (batch_size, N)),
+                sample_structured(k_k, structure, p_active, (batch_size, m, N)))
     f_q = sample_features(k_q, p_active, (batch_size, N))
     f_k = sample_features(k_k, p_active, (batch_size, m, N))
     return f_q, f_k
@@ -52,9 +58,13 @@ def step_orders(cfg: ToyConfig) -> tuple[bool, bool]:
 
 def second_moment(cfg: ToyConfig) -> np.ndarray:
     """M = E[f fᵀ] [N, N] of one token (float64): the input statistics in Theorem 1's
-    normal equations. Sparse: E[f_i²] = p_i/3, E[f_i f_j] = p_i p_j/4 (U[0, 1] magnitudes)."""
+    normal equations. Sparse: E[f_i²] = p_i/3, E[f_i f_j] = p_i p_j/4 (U[0, 1] magnitudes);
+    with a feature structure, its own M (tasks/structure.second_moment: P(i and j fire)/4)."""
     if cfg.tokens == "onehot":
         return np.eye(cfg.N) / cfg.N
+    if cfg.structure is not None:
+        from toymodels.tasks.structure import second_moment as structured_moment
+        return structured_moment(cfg.structure, np.asarray(cfg.p_active_vector, np.float64))
     p = np.asarray(cfg.p_active_vector, np.float64)
     M = np.outer(p, p) / 4
     np.fill_diagonal(M, p / 3)

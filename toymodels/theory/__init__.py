@@ -1,4 +1,4 @@
-"""The theory of paper-notes §2 and `toymodels theory`.
+"""The paper's theory (docs/science.md) and `toymodels theory`.
 
   closed_form.py  float64 closed forms: Ω*, the anisotropy bound, feature frames
   rows.py         the table's vocabulary: profiles, seeds, a row and its foils, and the

@@ -1,4 +1,5 @@
-"""`toymodels theory`: every prediction of paper-notes §1–§2, measured beside its value.
+"""`toymodels theory`: every prediction of the toy model's theory (docs/science.md),
+measured beside its value.
 
 Each check trains what it needs, measures, and returns
   rows: one per prediction (predicted value, measured value, criterion, PASS/FAIL),
@@ -30,6 +31,7 @@ from toymodels.tasks.toy import second_moment, template_matrix
 from toymodels.theory import perturbation
 from toymodels.theory.fates import FATES, SHARE_LEVEL, pair_fates
 from toymodels.theory.perturbation import OWN_LEVEL
+from toymodels.theory.structured import check_structured
 from toymodels.theory.rows import (  # noqa: F401 (checks.X stays importable)
     FULL, PROFILES, QUICK, Profile, Seeds, _passes, angle_error, feature_cos, features_for,
     interference, largest, matrix_error, observation, row, seed_label, spectrum_error,
@@ -719,6 +721,7 @@ CHECKS = {
     "multi_pair": check_multi_pair,
     "sigma_targets": check_sigma_targets,
     "pairs_beyond_h": check_pairs_beyond_h,
+    "structured": lambda p: check_structured(p, THEOREM_CFG, train),
 }
 
 

@@ -1,6 +1,6 @@
-"""The theory of paper-notes §2 as float64 NumPy: closed forms, bounds, feature sets.
+"""The paper's theory (docs/science.md) as float64 NumPy: closed forms, bounds, feature sets.
 
-Shapes (paper-notes notation):
+Shapes (notation of docs/science.md):
   X [D, N] query-side features (columns x_i), Y [D, N] key-side features
   M [N, N] token second moment E[f fᵀ]; T [N, N] template
   Σ_X = X M Xᵀ [D, D] (with M = I: the frame operator X Xᵀ), written Σ_X = αI + E_X
@@ -89,7 +89,7 @@ def psd_sqrt(Sigma, inverse: bool = False) -> np.ndarray:
 
 def loss_metric(Omega, Sigma_X, Sigma_Y) -> float:
     """‖Σ_X^{1/2} Ω Σ_Y^{1/2}‖_F: the squared-error loss is ‖Σ_X^{1/2}(Ω − Ω*)Σ_Y^{1/2}‖_F²
-    plus a constant, when query and key tokens are independent (paper-notes §2)."""
+    plus a constant, when query and key tokens are independent (docs/science.md: the theory)."""
     return float(np.linalg.norm(psd_sqrt(Sigma_X) @ np.asarray(Omega, np.float64)
                                 @ psd_sqrt(Sigma_Y)))
 

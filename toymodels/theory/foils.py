@@ -4,7 +4,7 @@ A check counts only if it would reject a wrong model. Each prediction row of `to
 theory` is measured on the trained heads and, with the same measurement, on foils built
 here; a foil that passes is a defect of the check (checks.row reports it).
 
-Shapes (paper-notes notation): X [D, N] query-side and Y [D, N] key-side features,
+Shapes (notation of docs/science.md): X [D, N] query-side and Y [D, N] key-side features,
 Ω [D, D] = W_Qᵀ W_K, template ((i, j, value), ...).
 
   random_head      a random Ω of the same rank (significant σ) and Frobenius norm

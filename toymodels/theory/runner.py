@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toymodels.theory.checks import CHECKS, Profile, profile_dict, run_checks
-from toymodels.store import claim, git_commit, staged, versions, write_csv, write_json
+from toymodels.store import claim, provenance, staged, write_csv, write_json
 
 MARKER = "theory.json"
 
@@ -28,7 +28,7 @@ def run_theory(profile: Profile, out_dir, *, only=None, overwrite: bool = False)
         record = {"profile": profile_dict(profile), "checks": list(data), "rows": rows,
                   "seconds": {k: round(v, 1) for k, v in seconds.items()},
                   "total_seconds": round(time.perf_counter() - t0, 1),
-                  "versions": versions(), "git_commit": git_commit()}
+                  **provenance()}
         with staged(out, overwrite, marker=MARKER) as stage:
             (stage / "data").mkdir()
             for name, arrays in data.items():

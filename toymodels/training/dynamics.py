@@ -13,8 +13,8 @@ leaves the device until the chunk ends.
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.analysis.svd import (DEFAULT_REL_TOL, feature_cosines, feature_geometry, qk_svd,
-                                significant)
+from toymodels.analysis.svd import (best_index_cosines, feature_cosines, feature_geometry,
+                                    qk_svd)
 from toymodels.configs import ToyConfig
 
 
@@ -35,8 +35,8 @@ def attended_features(cfg: ToyConfig) -> tuple[int, ...]:
 
 def make_recorder(cfg: ToyConfig):
     """fn(W [D, N], W_Q, W_K [H, D]) -> dict of this instance's in-training metrics."""
-    q = jnp.asarray([i for i, _, _ in cfg.template], jnp.int32)
-    k = jnp.asarray([j for _, j, _ in cfg.template], jnp.int32)
+    q = [i for i, _, _ in cfg.template]
+    k = [j for _, j, _ in cfg.template]
     attended = jnp.asarray(attended_features(cfg), jnp.int32)
 
     def record(W, W_Q, W_K):
@@ -44,10 +44,7 @@ def make_recorder(cfg: ToyConfig):
         cos_u, cos_v = feature_cosines(W, U, V)
         out = {"sigma": S,
                "interference": feature_geometry(W)["interference"][attended]}
-        score = jnp.where(significant(S, DEFAULT_REL_TOL), cos_u[q] * cos_v[k], -1.0)  # [P, K]
-        best = jnp.argmax(score, axis=1)
-        out["cos_query_u"] = jnp.take_along_axis(cos_u[q], best[:, None], axis=1)[:, 0]
-        out["cos_key_v"] = jnp.take_along_axis(cos_v[k], best[:, None], axis=1)[:, 0]
+        out["cos_query_u"], out["cos_key_v"] = best_index_cosines(cos_u, cos_v, S, q, k)
         return out
 
     return record

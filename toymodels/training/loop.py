@@ -11,7 +11,7 @@ One jit-compiled program advances every instance by S steps. An instance's
 data at step t is sample_batch(fold_in(data_key, t)), and its parameters
 start from its own init key, so its result depends on its seed and settings
 only, never on its position in the batch or on the chunk size. It is also why a run
-can stop between two chunks and continue later (train(checkpoints=...), resume.py):
+can stop between two chunks and continue later (train(checkpoints=...), training/checkpoints.py):
 the state restored exactly, the steps that follow are the same.
 """
 
@@ -43,7 +43,7 @@ class TrainResult:
     curves: dict[str, np.ndarray]
     """Per-step curves named by the family (toy: 'recon', 'attn'), each [I, steps]."""
     dynamics: dict[str, np.ndarray] | None = None
-    """If cfg.record_points: 'steps' [R] and per-instance metrics [I, R, ...] (dynamics.py)."""
+    """If cfg.record_points: 'steps' [R] and per-instance metrics [I, R, ...] (training/dynamics.py)."""
 
 
 def instance_keys(seed: int):
@@ -286,7 +286,7 @@ def train(cfg, instances: list, *, progress: bool = True,
     return TrainResult(params=params, curves=curves, dynamics=dynamics)
 
 
-# ---- checkpoints (resume.py) -------------------------------------------------------
+# ---- checkpoints (checkpoints.py) ----------------------------------------------------
 
 
 def _checkpoint_session(plan, cfg):
@@ -340,7 +340,7 @@ def _restored_state(state, init_opt, resumed, n: int):
 
 
 def _host_state(state, opt_state, n_real, curves, metrics) -> dict:
-    """The training state as host arrays of the real instances (resume.py's layout)."""
+    """The training state as host arrays of the real instances (checkpoints.py's layout)."""
     tree = {"params": {k: np.asarray(v)[:n_real] for k, v in nnx.to_pure_dict(state).items()},
             "opt_state": {f"{i:05d}": np.asarray(x)[:n_real]
                           for i, x in enumerate(jax.tree.leaves(opt_state))},

@@ -1,4 +1,4 @@
-"""The optimizers a config names (`optimizer`), each at learning rate 1: train.py scales the
+"""The optimizers a config names (`optimizer`), each at learning rate 1: training/loop.py scales the
 update by each instance's own rate, so the rate can vary along the vmapped axis.
 
   adamw          optax.adamw: Adam's per-coordinate normalisers, decoupled weight decay
@@ -26,7 +26,7 @@ ROTATION_SEED = 11
 
 
 def make_optimizer(name: str, weight_decay: float) -> optax.GradientTransformation:
-    """The named optimizer at learning rate 1 (train.py multiplies by the rate)."""
+    """The named optimizer at learning rate 1 (the loop multiplies by the rate)."""
     if name == "adamw":
         return optax.adamw(1.0, weight_decay=weight_decay)
     if name == "sgd":

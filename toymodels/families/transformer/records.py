@@ -10,6 +10,7 @@ singular bases give (the random-rotation baseline).
 
 import numpy as np
 
+from toymodels.analysis import head_rows
 from toymodels.families import Measured, final_losses
 from toymodels.families.transformer import training as family
 from toymodels.families.transformer.training import SOLVED_ACCURACY
@@ -73,10 +74,12 @@ def _matched(pair_rows, prefix=""):
     a pair without a significant singular index counts 0."""
     if not pair_rows:
         return None
-    vals = [min(p[f"{prefix}cos_query_u"], p[f"{prefix}cos_key_v"])
-            if p["sv_index"] is not None and p[f"{prefix}cos_query_u"] is not None else 0.0
-            for p in pair_rows]
-    return float(np.mean(vals))
+    matched = [p["sv_index"] is not None and p[f"{prefix}cos_query_u"] is not None
+               for p in pair_rows]
+    return head_rows.matched_alignment([p[f"{prefix}cos_query_u"] if m else 0.0
+                              for p, m in zip(pair_rows, matched)],
+                             [p[f"{prefix}cos_key_v"] if m else 0.0
+                              for p, m in zip(pair_rows, matched)], matched)
 
 
 def measure(cfg, instances, result, params: dict, diverged: list) -> Measured:

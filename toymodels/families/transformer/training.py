@@ -22,8 +22,9 @@ from flax import nnx
 
 from toymodels.analysis.alignment import analyze as analyze_heads
 from toymodels.analysis.head_rows import match
-from toymodels.analysis.svd import (DEFAULT_REL_TOL, feature_cosines, ov_svd, qk_svd,
-                                    significant)
+from toymodels.analysis.head_rows import matched_alignment as pair_alignment
+from toymodels.analysis.svd import (DEFAULT_REL_TOL, best_index_cosines, feature_cosines,
+                                    ov_svd, qk_svd)
 from toymodels.configs import TransformerConfig, TransformerInstance
 from toymodels.models.transformer import Transformer, rope_offset_queries
 from toymodels.tasks.features import anisotropic_features
@@ -112,15 +113,11 @@ def head_factors(cfg: TransformerConfig, W_Q):
 
 def _pair_alignment(E, U, S, V, template):
     """Mean over pairs of min(|cos(E_i, u_k)|, |cos(E_j, v_k)|) at each pair's best
-    significant k (max over k, not one-to-one: the Hungarian step needs the host)."""
+    significant k (analysis.svd.best_index_cosines)."""
     cos_u, cos_v = feature_cosines(E, U, V)  # [.., N, K]
-    sig = significant(S, DEFAULT_REL_TOL)[..., None, :]
-    q = jnp.asarray([i for i, _, _ in template])
-    k = jnp.asarray([j for _, j, _ in template])
-    cu, cv = cos_u[..., q, :], cos_v[..., k, :]  # [.., P, K]
-    best = jnp.argmax(jnp.where(sig, cu * cv, -1.0), axis=-1)[..., None]
-    return jnp.minimum(jnp.take_along_axis(cu, best, -1),
-                       jnp.take_along_axis(cv, best, -1))[..., 0].mean(-1)
+    cu, cv = best_index_cosines(cos_u, cos_v, S, [i for i, _, _ in template],
+                                [j for _, j, _ in template])
+    return jnp.minimum(cu, cv).mean(-1)
 
 
 def recorder(cfg: TransformerConfig):
@@ -227,9 +224,8 @@ def matched_alignment(cos_u, cos_v, sig, template) -> float:
     if cu.shape[1] == 0:
         return 0.0
     cols = match(cu * cv)
-    rows = np.arange(len(q))
-    got = np.where(cols >= 0, np.minimum(cu[rows, cols], cv[rows, cols]), 0.0)
-    return float(got.mean())
+    rows, at = np.arange(len(q)), np.maximum(cols, 0)
+    return pair_alignment(cu[rows, at], cv[rows, at], cols >= 0)
 
 
 def baseline_range(E, W_Q, W_K, template, n_rotations: int = 200, seed: int = 0,

@@ -1,0 +1,46 @@
+"""The persistent compilation cache: where it lives, how it is turned off, and that a
+command fills it (its effect on time is measured by benchmarks/bench_compile_cache.py)."""
+
+import os
+import subprocess
+import sys
+
+from toymodels import compile_cache
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "c"))
+    assert compile_cache.cache_dir() == tmp_path / "c"
+    for off in ("off", "0", "false", "no", "OFF"):
+        monkeypatch.setenv(compile_cache.ENV, off)
+        assert compile_cache.cache_dir() is None
+    monkeypatch.delenv(compile_cache.ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    default = compile_cache.cache_dir()
+    # one folder per CPU kind: a shared home never hands programs to another instruction set
+    assert default.parent == tmp_path / "xdg" / "toymodels" / "jax"
+    assert default.name == compile_cache.host_name() and "-" in default.name
+
+
+def _run(tmp_path, out: str, cache: str):
+    env = os.environ | {compile_cache.ENV: cache, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    subprocess.run([sys.executable, "-m", "toymodels", "run", "single-pair", "--seeds", "0",
+                    "--steps", "250", "--no-progress", "--out", str(tmp_path / out)],
+                   env=env, check=True, capture_output=True, timeout=300)
+
+
+def test_a_command_fills_the_cache_and_off_leaves_none(tmp_path):
+    _run(tmp_path, "run-on", str(tmp_path / "cache"))
+    assert any((tmp_path / "cache").iterdir())  # compiled programs were stored
+    _run(tmp_path, "run-off", "off")
+    assert (tmp_path / "run-off" / "summary.json").exists()
+    assert not (tmp_path / "xdg" / "toymodels").exists()  # no default cache was made either
+
+
+def test_a_cache_the_user_gave_jax_is_kept(tmp_path):
+    code = ("import jax; jax.config.update('jax_compilation_cache_dir', %r)\n"
+            "from toymodels.compile_cache import configure; configure()\n"
+            "print(jax.config.jax_compilation_cache_dir)" % str(tmp_path / "theirs"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=os.environ | {compile_cache.ENV: str(tmp_path / "x")})
+    assert out.stdout.strip() == str(tmp_path / "theirs")
