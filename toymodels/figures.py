@@ -194,6 +194,58 @@ OPTIMIZER_FRAME = {f"{o}-{f}": Input(f"optimizer-frame/{o}-{f}", ("summary.json"
                    for o in OPTIMIZERS for f in FRAMES}
 
 
+# The feature-structure study (docs/structure.md; experiments/feature_structure.py): the
+# single-pair toy and the retrieval transformer with correlated, nested and Zipf-distributed
+# firing, on held-out seeds, one run per axis value.
+FEATURE_STRUCTURE_SEEDS = "100-103"
+FEATURE_STRUCTURE_PRESETS = {"toy": "single-pair", "transformer": "transformer-retrieval"}
+_STRUCTURE = {  # family: (correlated blocks, hierarchy links per depth, N)
+    "toy": ("0,2,3,4;1,5,6,7", {1: {2: 0, 5: 1}, 2: {2: 0, 3: 2, 5: 1, 6: 5}}, 20),
+    "transformer": ("2,3,4,5", {1: {3: 2}, 2: {3: 2, 4: 3}}, 16),
+}
+CONDITIONAL = 0.9
+"""P(child fires | parent fires) in the hierarchy runs."""
+
+
+def feature_structure_points(family: str) -> list[tuple[str, float, list[str]]]:
+    """(axis, value, --set assignments) of every run of one family in the study."""
+    blocks, depth, n = _STRUCTURE[family]
+
+    def parents(links: dict) -> str:
+        return ",".join(str(links.get(i, -1)) for i in range(n))
+
+    out = [("correlation", 0.0, [])]
+    out += [("correlation", rho, [f"corr_blocks={blocks}", f"corr={rho}"])
+            for rho in (0.3, 0.6, 0.9)]
+    out += [("depth", float(d), [f"parents={parents(links)}", f"conditional={CONDITIONAL}"])
+            for d, links in depth.items()]
+    out += [("zipf", a, [f"zipf_exponent={a}"]) for a in (0.5, 1.0, 1.5)]
+    return out
+
+
+def feature_structure_dir(runs, family: str, axis: str, value: float) -> Path:
+    """Where the study keeps one run: RUNS/<family>-<axis>-<value>."""
+    return Path(runs) / f"{family}-{axis}-{value:g}"
+
+
+def feature_structure_command(out, family: str, sets: list[str]) -> list[str]:
+    """The `toymodels run` arguments that make one run of the study (the toy with the squared
+    attention loss, Theorem 1's)."""
+    sets = sets + (["attn_loss=mse"] if family == "toy" else [])
+    return ["run", FEATURE_STRUCTURE_PRESETS[family], "--seeds", FEATURE_STRUCTURE_SEEDS,
+            "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+
+
+FEATURE_STRUCTURE = {
+    f"{family}-{axis}-{value:g}": Input(
+        f"feature-structure/{family}-{axis}-{value:g}", ("summary.json", "params.npz"),
+        ("toymodels", *feature_structure_command(
+            f"{{runs}}/feature-structure/{family}-{axis}-{value:g}", family, sets)),
+        redo=("--overwrite",), cost="1-2 min")
+    for family in FEATURE_STRUCTURE_PRESETS
+    for axis, value, sets in feature_structure_points(family)}
+
+
 # ---- how each figure is drawn (imports matplotlib only when drawing) ------------------
 
 
@@ -254,6 +306,12 @@ def _optimizer_frame(paths):
     from toymodels.plots.studies import optimizer_frame_rows, plot_optimizer_frame
     (folder,) = {p.parent for p in paths.values()}  # every run of the study sits in it
     return plot_optimizer_frame(optimizer_frame_rows(folder))
+
+
+def _feature_structure(paths):
+    from toymodels.plots.studies import feature_structure_rows, plot_feature_structure
+    (folder,) = {p.parent for p in paths.values()}  # every run of the study sits in it
+    return plot_feature_structure(feature_structure_rows(folder))
 
 
 def _sad_toy(paths):
@@ -318,6 +376,9 @@ def _registry() -> dict:
         FigureSpec("optimizer_frame", "the optimizer's frame: QK sides and self score, "
                    "optimizer × frame, held-out seeds", OPTIMIZER_FRAME,
                    _optimizer_frame),
+        FigureSpec("feature_structure", "alignment under feature structure: correlated, "
+                   "nested and Zipf firing, toy and transformer, held-out seeds",
+                   FEATURE_STRUCTURE, _feature_structure),
         FigureSpec("sad_toy_over_training", "SAD over training in the toy transformers "
                    "(Figure 7 analogue)", {"sad": SAD_TOY}, _sad_toy),
         FigureSpec("sad_minilm_nrecon", "SAD of MiniLM: N_recon beside the rotated control, "
@@ -630,7 +691,9 @@ def figures_command(out=None, runs=DEFAULT_RUNS, only=None, train: bool = False,
     return 0
 
 
-__all__ = ["CODE_PATHS", "EPILOG", "FIGURES", "FRAMES", "OPTIMIZERS", "FigureSpec", "Input",
-           "MissingInputs", "code_commit", "figures_command", "input_paths", "listing",
+__all__ = ["CODE_PATHS", "EPILOG", "FEATURE_STRUCTURE_PRESETS", "FEATURE_STRUCTURE_SEEDS",
+           "FIGURES", "FRAMES", "OPTIMIZERS", "FigureSpec", "Input", "MissingInputs",
+           "code_commit", "feature_structure_command", "feature_structure_dir",
+           "feature_structure_points", "figures_command", "input_paths", "listing",
            "missing_inputs", "optimizer_frame_command", "optimizer_frame_dir", "provenance",
            "render", "render_script", "reproduce_command", "save", "select"]

@@ -7,6 +7,9 @@
   plot_optimizer_frame(rows)  the transformer's QK sides and self score, optimizer × frame
                               (rows from optimizer_frame_rows(runs); the study's runs and
                               their commands are toymodels.figures.OPTIMIZERS, FRAMES)
+  plot_feature_structure(rows)  alignment under correlated, nested and Zipf firing (rows
+                              from feature_structure_rows(runs); the runs and commands:
+                              toymodels.figures.feature_structure_points)
 """
 
 import json
@@ -237,4 +240,114 @@ def plot_optimizer_frame(rows: list[dict], out_path=None):
         axes[0].legend(frameon=False, fontsize=8)
         fig.suptitle(f"transformer-retrieval, held-out seeds {span}: optimizer × frame",
                      fontsize=9)
+        return finish(fig, out_path)
+
+
+# ---- feature structure (the toy and the retrieval transformer, issue 23) ----------------
+
+
+def _toy_structure_metrics(run) -> dict:
+    """Per instance: the plain reading (u₁, v₁ against the planted w₀, w₁), the trained top
+    pair against Ω* of the structure's own second moment M (Theorem 1, squared loss), and
+    Ω*'s u₁ against w₀."""
+    from toymodels.tasks.toy import second_moment, template_matrix
+    from toymodels.theory import closed_form
+    from toymodels.theory.rows import top_pair_cos
+
+    cfg, M = run.config, second_moment(run.config)
+    planted, to_star, star_planted = [], [], []
+    for rec in run.summary["instances"]:
+        pairs = [p for p in rec["pairs"] if p["sv_index"] is not None]
+        planted.append(min(min(p["cos_query_u"], p["cos_key_v"]) for p in pairs) if pairs
+                       else 0.0)
+    for n in range(len(run.summary["instances"])):
+        W = run.params["W"][n].astype(np.float64)
+        omega = (run.params["W_Q"][n].T.astype(np.float64)
+                 @ run.params["W_K"][n].astype(np.float64))
+        star = closed_form.closed_form_omega(W, W, template_matrix(cfg.template, cfg.N),
+                                             cfg.target_scale, M, M)
+        to_star.append(top_pair_cos(omega, star))
+        u1 = np.linalg.svd(star)[0][:, 0]
+        star_planted.append(abs(u1 @ W[:, 0]) / np.linalg.norm(W[:, 0]))
+    return {"planted": planted, "omega_star": to_star, "star_vs_planted": star_planted}
+
+
+def _transformer_structure_metrics(run) -> dict:
+    """Per instance: the best head's QK query and key sides and OV, matched |cos|."""
+    query, key, ov = [], [], []
+    for rec in run.summary["instances"]:
+        b = rec["best_head"]
+        head = next(h for h in rec["heads"] if (h["layer"], h["head"]) == (b["layer"], b["head"]))
+        query.append(head["qk_cos_query_u"])
+        key.append(head["qk_cos_key_v"])
+        ov.append(head["ov_matched"])
+    return {"qk_query": query, "qk_key": key, "ov": ov}
+
+
+def feature_structure_rows(runs) -> list[dict]:
+    """One row per stored run of the study (runs missing from RUNS are left out): family,
+    axis, value, and each metric's mean over seeds and worst seed."""
+    from toymodels.figures import (FEATURE_STRUCTURE_PRESETS, FEATURE_STRUCTURE_SEEDS,
+                                   feature_structure_dir, feature_structure_points)
+    from toymodels.rundir import load_run
+
+    runs, rows = Path(runs), []
+    for family in FEATURE_STRUCTURE_PRESETS:
+        for axis, value, _ in feature_structure_points(family):
+            path = feature_structure_dir(runs, family, axis, value)
+            if not (path / "summary.json").is_file():
+                continue
+            run = load_run(path)
+            metrics = (_toy_structure_metrics if family == "toy"
+                       else _transformer_structure_metrics)(run)
+            row = {"family": family, "axis": axis, "value": value,
+                   "seeds": FEATURE_STRUCTURE_SEEDS, "run": str(path.relative_to(runs.parent))}
+            for name, values in metrics.items():
+                row[f"{name}_mean"] = float(np.mean(values))
+                row[f"{name}_min"] = float(np.min(values))
+            rows.append(row)
+    return rows
+
+
+def plot_feature_structure(rows: list[dict], out_path=None, floor: float = 1e-9):
+    """Alignment along each structure axis (copula correlation, hierarchy depth, Zipf
+    exponent), mean over seeds with a band down to the worst seed (rows:
+    feature_structure_rows). Toy above, as 1 − |cos| on a log scale (every toy value is
+    within 1e-3 of 1, which a linear |cos| axis shows as one line); transformer below,
+    as |cos|."""
+    series = {"toy": (("planted", "u₁,v₁ vs planted w₀,w₁"),
+                      ("omega_star", "top pair vs Ω*(M)"),
+                      ("star_vs_planted", "Ω*(M)'s u₁ vs w₀")),
+              "transformer": (("qk_query", "QK query side"), ("qk_key", "QK key side"),
+                              ("ov", "OV"))}
+    axes_order = ("correlation", "depth", "zipf")
+    xlabel = {"correlation": "copula correlation ρ", "depth": "hierarchy depth",
+              "zipf": "Zipf exponent a"}
+    gap = {"toy": lambda v: max(1.0 - v, floor), "transformer": lambda v: v}
+    seeds = sorted({r["seeds"] for r in rows})
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(2, 3, figsize=(10.5, 5.8), layout="constrained", sharey="row")
+        for r, family in enumerate(("toy", "transformer")):
+            f = gap[family]
+            for c, axis in enumerate(axes_order):
+                ax = axes[r, c]
+                pts = sorted((x for x in rows if x["family"] == family and
+                              (x["axis"] == axis
+                               or (x["value"] == 0 and x["axis"] == "correlation"))),
+                             key=lambda x: x["value"])
+                xs = [x["value"] for x in pts]
+                for name, label in series[family]:
+                    ax.plot(xs, [f(x[f"{name}_mean"]) for x in pts], "o-", ms=3, label=label)
+                    ax.fill_between(xs, [f(x[f"{name}_min"]) for x in pts],
+                                    [f(x[f"{name}_mean"]) for x in pts], alpha=0.15)
+                ax.set_xlabel(xlabel[axis])
+            if family == "toy":
+                axes[r, 0].set_yscale("log")
+                axes[r, 0].set_ylabel("toy: 1 − |cos| (log)\nmean; band to worst seed")
+            else:
+                axes[r, 0].set_ylim(0, 1.02)
+                axes[r, 0].set_ylabel("transformer: |cos|\nmean; band to worst seed")
+            axes[r, 0].legend(loc="upper left" if family == "toy" else "lower left", frameon=False,
+                              fontsize=7)
+        fig.suptitle(f"alignment under feature structure, seeds {', '.join(seeds)} (held out)")
         return finish(fig, out_path)
