@@ -3,12 +3,19 @@
 Sampler only: one batch of the preset's tokens (f_q [B, N] and f_k [B, m, N], as
 tasks/toy.py's sample_batch draws them) for every instance, jitted and vmapped, timed to
 block_until_ready in interleaved rounds (so load on the machine hits all alike); prints
-ms per call, the ratio to sample_features, and each generator alone. With --step it also
-times whole training steps, sample_features swapped for the richest structure in the
-toy task (the compiled-program caches cleared at each swap).
+ms per call (best round), the ratio to sample_features, and each generator alone. With
+--step it also times whole training steps (train() of the preset), sample_features
+swapped for the richest structure in the toy task, each with its own compiled program.
+--clock cpu (default) times this process's CPU time over all its threads, which other
+processes' load inflates far less than wall time on a shared machine; --clock wall
+times what a user waits for.
+
+Run from the repository root with PYTHONPATH=. (a script's own folder, not the working
+directory, is on sys.path).
 
 usage: python benchmarks/bench_generators.py [--preset single-pair] [--instances 64]
-                                             [--calls 50] [--rounds 5] [--step]
+                                             [--calls 20] [--rounds 5] [--step]
+                                             [--steps 100] [--clock cpu|wall]
 """
 
 import argparse
@@ -18,6 +25,8 @@ import time
 
 import jax
 import jax.numpy as jnp
+
+clock = time.process_time  # --clock
 
 from toymodels.tasks import toy as toy_task
 from toymodels.tasks.features import sample_features
@@ -58,43 +67,54 @@ def batch_sampler(sampler, B: int, m: int, N: int, instances: int):
     ps = jnp.full((instances, N), 0.1)
 
     def timed(calls: int) -> float:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(calls):
             jax.block_until_ready(run(keys, ps))
-        return (time.perf_counter() - t0) / calls
+        return (clock() - t0) / calls
     timed(2)  # compile
     return timed
 
 
-def time_steps(cfg, instances, sampler, rounds: int, steps: int):
-    """Seconds per training step with `sampler` in place of sample_features."""
-    toy_task.sample_features = sampler
-    for value in vars(train_module).values():  # programs traced with the old sampler
-        if callable(getattr(value, "cache_clear", None)):
-            value.cache_clear()
-    train_module.train(cfg, instances, progress=False)  # compile
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        train_module.train(cfg, instances, progress=False)
-        best = min(best, time.perf_counter() - t0)
-    toy_task.sample_features = sample_features
-    return best / steps
+def step_timers(cfg, instances, samplers: dict) -> dict:
+    """A timer of whole training steps for each sampler swapped in for sample_features.
+    Each gets its own compiled program (the chunk-program cache keyed by sampler too),
+    so rounds can interleave; prints each program's first call (compile included)."""
+    build = train_module._make_chunk_fn.__wrapped__  # the uncached builder
+    programs, current = {}, {}
+    train_module._make_chunk_fn = lambda c: programs.setdefault(
+        (current["name"], c), build(c))
+    timers = {}
+    for name, sampler in samplers.items():
+        def run(name=name, sampler=sampler):
+            current["name"] = name
+            toy_task.sample_features = sampler  # read when the program is first traced
+            t0 = clock()
+            train_module.train(cfg, instances, progress=False)  # returns host arrays
+            toy_task.sample_features = sample_features
+            return (clock() - t0) / cfg.steps
+        print(f"  step program {name:>11}: first call (compiles) {run() * cfg.steps:.1f} s",
+              flush=True)
+        timers[name] = run
+    return timers
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="single-pair")
     parser.add_argument("--instances", type=int, default=64)
-    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--step", action="store_true", help="also time training steps")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = parser.parse_args()
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     cfg = preset(args.preset)
     B, m, N = cfg.batch_size, cfg.m, cfg.N
     print(f"{args.preset}: {args.instances} instances x (B={B}) x (m+1={m + 1}) tokens x "
-          f"N={N}, device {jax.devices()[0].platform}")
+          f"N={N}, device {jax.devices()[0].platform}, {args.clock} time, best of "
+          f"{args.rounds} rounds")
     samplers = {"independent": sample_features}
     for name, structure in structures(N).items():
         samplers[name] = functools.partial(
@@ -112,11 +132,15 @@ def main():
     if args.step:
         step_cfg = cfg.replace(steps=args.steps, chunk_steps=args.steps, record_points=0)
         instances = make_instances(step_cfg, range(args.instances))
-        rich = samplers["rich"]
-        plain = time_steps(step_cfg, instances, sample_features, args.rounds, args.steps)
-        structured = time_steps(step_cfg, instances, rich, args.rounds, args.steps)
-        print(f"  step independent: {1e3 * plain:.2f} ms, rich: {1e3 * structured:.2f} ms")
-        print(f"step ratio rich/independent: {structured / plain:.2f}")
+        timers = step_timers(step_cfg, instances, {"independent": sample_features,
+                                                   "rich": samplers["rich"]})
+        best = {name: float("inf") for name in timers}
+        for _ in range(args.rounds):  # interleaved
+            for name, timer in timers.items():
+                best[name] = min(best[name], timer())
+        print(f"  step independent: {1e3 * best['independent']:.2f} ms, "
+              f"rich: {1e3 * best['rich']:.2f} ms")
+        print(f"step ratio rich/independent: {best['rich'] / best['independent']:.2f}")
 
 
 if __name__ == "__main__":

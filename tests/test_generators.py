@@ -149,8 +149,9 @@ def test_draws_are_a_function_of_the_key_alone(structure):
     assert not np.array_equal(eight[0], eight[1])
 
 
-@pytest.mark.parametrize("structure", [RICH, BLOCKS, HIERARCHY, EXCLUSIVE], ids=[
-    "rich", "blocks", "hierarchy", "exclusive"])
+@pytest.mark.parametrize("structure", [
+    RICH, BLOCKS, HIERARCHY, EXCLUSIVE, FeatureStructure(4, blocks=((0, 1),), rho=1e-20)],
+    ids=["rich", "blocks", "hierarchy", "exclusive", "rank-0 copula"])
 def test_both_assembly_paths_give_the_same_values(structure, monkeypatch):
     def run():  # a fresh jit each time, so the path is chosen anew
         return np.asarray(jax.jit(lambda k: sample_structured(

@@ -193,7 +193,7 @@ def _vectorised(plan, u, g, lo, hi, width, threshold, noise):
     if len(plan.correlated):
         k = plan.correlated
         shift = functools.reduce(jnp.add, [column(plan.factor[r], k) * g[r][None]
-                                           for r in range(g.shape[0])], jnp.zeros((), u.dtype))
+                                           for r in range(len(plan.factor))], jnp.zeros((), u.dtype))
         parts.append(_correlated_value(_take_rows(u, k), shift, column(threshold, k),
                                        column(noise, k)))
     if len(plan.uncorrelated):
