@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 clock = time.process_time  # --clock
 
+from toymodels.tasks import generators
 from toymodels.tasks import toy as toy_task
 from toymodels.tasks.features import sample_features
 from toymodels.tasks.generators import sample_structured
@@ -56,6 +57,17 @@ def structures(N: int) -> dict:
     rich["exclusive"] = ((13, 14, 15), (16, 17, 18, 19))  # siblings exclusive too
     out["rich"] = FeatureStructure(N, **rich)
     return out
+
+
+def vectorised(sampler):
+    """`sampler` traced with the vectorised assembly whatever N (generators.py)."""
+    def traced(key, p, shape):
+        saved, generators.ROW_BY_ROW_MAX_FEATURES = generators.ROW_BY_ROW_MAX_FEATURES, 0
+        try:
+            return sampler(key, p, shape)
+        finally:
+            generators.ROW_BY_ROW_MAX_FEATURES = saved
+    return traced
 
 
 def batch_sampler(sampler, B: int, m: int, N: int, instances: int):
@@ -92,7 +104,7 @@ def step_timers(cfg, instances, samplers: dict) -> dict:
             train_module.train(cfg, instances, progress=False)  # returns host arrays
             toy_task.sample_features = sample_features
             return (clock() - t0) / cfg.steps
-        print(f"  step program {name:>11}: first call (compiles) {run() * cfg.steps:.1f} s",
+        print(f"  step program {name:>15}: first call (compiles) {run() * cfg.steps:.1f} s",
               flush=True)
         timers[name] = run
     return timers
@@ -119,6 +131,7 @@ def main():
     for name, structure in structures(N).items():
         samplers[name] = functools.partial(
             lambda key, p, shape, s: sample_structured(key, s, p, shape), s=structure)
+    samplers["rich vectorised"] = vectorised(samplers["rich"])
     timers = {name: batch_sampler(fn, B, m, N, args.instances) for name, fn in samplers.items()}
     times = {name: [] for name in timers}
     for _ in range(args.rounds):
@@ -126,20 +139,20 @@ def main():
             times[name].append(timer(args.calls))
     base = min(times["independent"])
     for name, ts in times.items():
-        print(f"  sampler {name:>11}: {1e3 * min(ts):7.2f} ms/call (median "
+        print(f"  sampler {name:>15}: {1e3 * min(ts):7.2f} ms/call (median "
               f"{1e3 * statistics.median(ts):.2f}), {min(ts) / base:.2f}x independent")
     print(f"sampler ratio rich/independent: {min(times['rich']) / base:.2f}")
     if args.step:
         step_cfg = cfg.replace(steps=args.steps, chunk_steps=args.steps, record_points=0)
         instances = make_instances(step_cfg, range(args.instances))
-        timers = step_timers(step_cfg, instances, {"independent": sample_features,
-                                                   "rich": samplers["rich"]})
+        timers = step_timers(step_cfg, instances, {
+            name: samplers[name] for name in ("independent", "rich", "rich vectorised")})
         best = {name: float("inf") for name in timers}
         for _ in range(args.rounds):  # interleaved
             for name, timer in timers.items():
                 best[name] = min(best[name], timer())
-        print(f"  step independent: {1e3 * best['independent']:.2f} ms, "
-              f"rich: {1e3 * best['rich']:.2f} ms")
+        for name, t in best.items():
+            print(f"  step {name:>15}: {1e3 * t:7.2f} ms, {t / best['independent']:.2f}x")
         print(f"step ratio rich/independent: {best['rich'] / best['independent']:.2f}")
 
 
