@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels.errors import ConfigError
+from toymodels.tasks import generators
 from toymodels.tasks.features import sample_features
 from toymodels.tasks.generators import sample_structured
 from toymodels.tasks.structure import (FeatureStructure, StructureError, bivariate_normal_cdf,
@@ -141,9 +142,28 @@ def test_draws_are_a_function_of_the_key_alone(structure):
         return np.asarray(run(keys[:n], ps[:n]))
     one, eight = instances(1), instances(8)
     np.testing.assert_array_equal(one[0], eight[0])
-    again = sample_structured(keys[0], structure, ps[0], (256, 4, 12))
+    # alone, not vmapped (jitted: op-by-op eager evaluation fuses nothing, and may round
+    # a per-token rate differently in the last bit)
+    again = draw(keys[0], structure, ps[0], (256, 4, 12))
     np.testing.assert_array_equal(again, one[0])
     assert not np.array_equal(eight[0], eight[1])
+
+
+@pytest.mark.parametrize("structure", [
+    RICH, BLOCKS, HIERARCHY, EXCLUSIVE, FeatureStructure(4, blocks=((0, 1),), rho=1e-20)],
+    ids=["rich", "blocks", "hierarchy", "exclusive", "rank-0 copula"])
+def test_both_assembly_paths_give_the_same_values(structure, monkeypatch):
+    def run():  # a fresh jit each time, so the path is chosen anew
+        return np.asarray(jax.jit(lambda k: sample_structured(
+            k, structure, jnp.full(structure.n_features, 0.3), (128, 9, structure.n_features)))(
+            jax.random.key(2)))
+    row_by_row = run()
+    monkeypatch.setattr(generators, "ROW_BY_ROW_MAX_FEATURES", 0)
+    vectorised = run()
+    np.testing.assert_array_equal(vectorised > 0, row_by_row > 0)
+    # XLA may round a per-token rate (erf) differently in the two fusions (its last
+    # bit, so a magnitude u / rate by up to ~1e-7 / rate)
+    np.testing.assert_allclose(vectorised, row_by_row, rtol=1e-4, atol=0)
 
 
 def test_bivariate_normal_cdf_is_exact():

@@ -1,38 +1,32 @@
 """How planted features fire together: correlation, hierarchy, exclusivity, Zipf rates.
 
-NumPy only: config validation imports this before JAX loads (SciPy is imported lazily,
-by the moment functions alone).
-
-Shapes: N features; p [N] base firing probabilities (the config's p_active; one value
-is broadcast); q [N] own-event probabilities; C [N, N] copula correlation; M [N, N] the
-second moment E[f fᵀ] of one token (float64).
+NumPy only: config validation imports it before JAX loads (SciPy is imported lazily).
+Shapes: N features; p [N] base rates (the config's p_active; one value is broadcast);
+q [N] own-event probabilities; C [N, N] copula correlation; M [N, N] = E[f fᵀ] (float64).
 
 Composition, in this order (generators.sample_structured draws it step for step):
   1. base       p_i, the config's p_active.
   2. zipf       p_i <- p_i (i + 1)^(-a): with one p_active, p_max = p_active is
-                feature 0's rate and feature i fires p_max (i + 1)^(-a) as often.
-  3. own        q_i = p_i for a root, q_i = conditional_i for a child: a child's p_i
-                is ignored, its rate is its parent's rate times conditional_i.
-  4. events     own events E_i with P(E_i) = q_i exactly:
-                - an exclusive group is one uniform u per token; its k-th member
-                  fires on the slice [q_1 + .. + q_{k-1}, q_1 + .. + q_k) of [0, 1)
-                  (needs sum q <= 1 in each group): at most one member fires;
-                - correlated features (any nonzero off-diagonal C): Gaussian copula,
-                  z ~ N(0, C), E_i = z_i < Φ⁻¹(q_i), so C moves co-firing, not rates;
+                feature 0's rate and feature i fires (i + 1)^(-a) as often.
+  3. own        q_i = p_i for a root, q_i = conditional_i for a child (a child's p_i
+                is ignored: its rate is its parent's times conditional_i).
+  4. events     own events E_i, P(E_i) = q_i exactly:
+                - exclusive group: one uniform per token, member k firing on the slice
+                  [q_1 + .. + q_{k-1}, q_1 + .. + q_k) of [0, 1) (needs sum q <= 1);
+                - correlated features (a nonzero off-diagonal C): Gaussian copula,
+                  z ~ N(0, C), E_i = z_i < Φ⁻¹(q_i): C moves co-firing, not rates;
                 - every other feature independently.
   5. hierarchy  fires_i = E_i and fires_parent(i): a child never fires without its parent.
-  6. magnitude  f_i = fires_i · U[0, 1], magnitudes independent of all firing.
-Exclusivity acts on events, not as a mask after the hierarchy: the hierarchy mask only
-removes firing, so "at most one per group" survives it, and no firing is dropped, so
-stated rates are actual rates. Two rules keep them so: a feature is uncorrelated with
-its ancestors (then conditional_i is P(child | parent)), and an exclusive feature is
-uncorrelated with every feature (its group is one categorical draw). Then
-    P(i fires)       = prod of q_k over i and its ancestors          (marginal_rates)
-    P(i and j fire)  = P(E_k for every k on either ancestor chain)   (second_moment)
-which factorises over exclusive groups, correlated components and the rest. A
-component meeting the two chains in <= 2 features is the bivariate normal CDF (Owen's
-T; exact to ~1e-15). Only a full matrix linking >= 3 of them has no closed form: then
-estimate_second_moment integrates numerically, with a stated error.
+  6. magnitude  f_i = fires_i · U[0, 1], independent of all firing.
+Exclusivity acts on events, not as a mask after the hierarchy: masking only removes
+firing, so "at most one per group" survives it, and dropping none keeps stated rates the
+actual ones. Two rules keep them so: a feature is uncorrelated with its ancestors (then
+conditional_i is P(child | parent)), and an exclusive feature with every feature. Then
+    P(i fires)      = product of q_k over i and its ancestors       (marginal_rates)
+    P(i and j fire) = P(E_k for every k on either ancestor chain)   (second_moment),
+a product over exclusive groups, correlated components and the rest. A component that
+meets the two chains in <= 2 features is a bivariate normal CDF (Owen's T, exact); only
+a full matrix linking >= 3 has no closed form: estimate_second_moment integrates it.
 """
 
 import math
@@ -109,12 +103,12 @@ def _fail(message: str):
     raise StructureError(message)
 
 
-def _is_int(x) -> bool:
+def _is_int(x) -> bool:  # bools are ints to Python, not here
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def _is_real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+    return _is_int(x) or isinstance(x, (float, np.floating))
 
 
 def _probability(name: str, x) -> float:
@@ -168,11 +162,10 @@ def _correlation_matrix(s: FeatureStructure) -> np.ndarray:
             C[idx, idx] = 1.0
     if not np.all(np.isfinite(C)):
         _fail("correlation has a non-finite entry; give finite numbers in [-1, 1]")
-    if np.abs(C - C.T).max() > 1e-12:
-        i, j = np.unravel_index(np.abs(C - C.T).argmax(), C.shape)
+    i, j = np.unravel_index(np.abs(C - C.T).argmax(), C.shape)
+    if abs(C[i, j] - C[j, i]) > 1e-12:
         _fail(f"correlation is not symmetric: C[{i}][{j}] = {C[i, j]} but C[{j}][{i}] = {C[j, i]}")
-    if np.abs(np.diag(C) - 1).max() > 1e-12:
-        i = np.abs(np.diag(C) - 1).argmax()
+    for i in np.flatnonzero(np.abs(np.diag(C) - 1) > 1e-12)[:1]:
         _fail(f"correlation diagonal must be 1, got C[{i}][{i}] = {C[i, i]}")
     smallest = np.linalg.eigvalsh(C).min() if N else 0.0
     if smallest < -PSD_TOLERANCE:
@@ -252,11 +245,9 @@ def layout(s: FeatureStructure) -> Layout:
                 for j in np.flatnonzero(linked[frontier.pop()] & (component < 0)):
                     component[j] = i
                     frontier.append(j)
-    arrays = (C, component, parent, conditional, group)
-    for x in arrays:
+    zipf = np.arange(1, N + 1, dtype=np.float64) ** -float(a)
+    for x in (C, component, parent, conditional, group, zipf):
         x.setflags(write=False)
-    zipf = (np.arange(1, N + 1, dtype=np.float64) ** -float(a))
-    zipf.setflags(write=False)
     correlated = tuple(int(i) for i in np.flatnonzero(component >= 0))
     return Layout(C, correlated, component, parent, depth, chains, conditional, group, zipf,
                   independent=not correlated and depth == 0 and not s.exclusive)
@@ -269,8 +260,8 @@ def own_probabilities(s: FeatureStructure, p) -> np.ndarray:
     p = np.full(N, float(p)) if p.ndim == 0 else p
     if p.shape != (N,):
         _fail(f"p_active has {p.size} values but n_features={N}; give one value or {N}")
-    for i, value in enumerate(p):
-        _probability(f"p_active[{i}]", value)
+    for i in np.flatnonzero(~((p >= 0) & (p <= 1))):
+        _probability(f"p_active[{i}]", p[i])
     q = np.where(lay.parent >= 0, lay.conditional, p * lay.zipf)
     for g, members in enumerate(s.exclusive):
         total = q[list(members)].sum()
@@ -286,38 +277,32 @@ def marginal_rates(s: FeatureStructure, p) -> np.ndarray:
     return np.array([np.prod(q[list(chain)]) for chain in layout(s).chains])
 
 
-def has_closed_form(s: FeatureStructure) -> bool:
-    """Whether second_moment is exact: every correlated component meets any two ancestor
-    chains in at most 2 features (always so for blocks, or without a hierarchy)."""
-    return _needs_integration(s) == 0
-
-
 @lru_cache(maxsize=128)
-def _needs_integration(s: FeatureStructure) -> int:
-    """Number of pairs (i <= j) whose co-firing has no closed form."""
+def has_closed_form(s: FeatureStructure) -> bool:
+    """Whether second_moment is exact: no correlated component meets two ancestor chains
+    in more than 2 features (always so with blocks, or without a hierarchy)."""
     lay = layout(s)
     if lay.depth == 0 or not lay.correlated:
-        return 0
+        return True
     chains = [set(c) for c in lay.chains]
-    return sum(_largest_component_share(lay, chains[i] | chains[j]) > 2
-               for i in range(s.n_features) for j in range(i, s.n_features))
-
-
-def _largest_component_share(lay: Layout, features) -> int:
-    comps = [lay.component[k] for k in features if lay.component[k] >= 0]
-    return max((comps.count(c) for c in set(comps)), default=0)
+    for i in range(s.n_features):
+        for j in range(i, s.n_features):
+            shared = [lay.component[k] for k in chains[i] | chains[j] if lay.component[k] >= 0]
+            if any(shared.count(c) > 2 for c in shared):
+                return False
+    return True
 
 
 def second_moment(s: FeatureStructure, p) -> np.ndarray:
     """M = E[f fᵀ] [N, N], float64, exact: M_ii = P(i fires)/3, M_ij = P(i, j fire)/4."""
     if not has_closed_form(s):
-        _fail(f"{_needs_integration(s)} pairs co-fire through >= 3 correlated features, which "
-              "has no closed form; use estimate_second_moment")
+        _fail("some pairs co-fire through >= 3 correlated features, which has no closed "
+              "form; use estimate_second_moment")
     return _moment(s, p, abs_error=0.0)
 
 
 def estimate_second_moment(s: FeatureStructure, p, abs_error: float = 1e-6) -> np.ndarray:
-    """M [N, N] where some entries have no closed form: those integrate the Gaussian
+    """M [N, N] when some entries have no closed form: those integrate the Gaussian
     orthant by SciPy's randomized quasi-Monte Carlo (Genz) with a fixed seed, so the
     result is deterministic; each such P(i, j fire) is within abs_error at 3 standard
     errors (M_ij within abs_error / 4). The other entries are exact."""
@@ -326,16 +311,11 @@ def estimate_second_moment(s: FeatureStructure, p, abs_error: float = 1e-6) -> n
 
 def _moment(s: FeatureStructure, p, abs_error: float) -> np.ndarray:
     from scipy.special import ndtri
-
-    lay, N = layout(s), s.n_features
-    q = own_probabilities(s, p)
-    threshold = ndtri(q)
-    chains = [set(c) for c in lay.chains]
-    M = np.empty((N, N))
-    for i in range(N):
-        for j in range(i, N):
-            both = _all_fire(lay, q, threshold, chains[i] | chains[j], abs_error)
-            M[i, j] = M[j, i] = both / 3 if i == j else both / 4
+    lay, q = layout(s), own_probabilities(s, p)
+    chains, threshold, M = [set(c) for c in lay.chains], ndtri(q), np.empty((len(q),) * 2)
+    for i, j in zip(*np.triu_indices(len(q))):
+        both = _all_fire(lay, q, threshold, chains[i] | chains[j], abs_error)
+        M[i, j] = M[j, i] = both / 3 if i == j else both / 4
     return M
 
 
