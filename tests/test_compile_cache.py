@@ -29,12 +29,19 @@ def _run(tmp_path, out: str, cache: str):
                    env=env, check=True, capture_output=True, timeout=300)
 
 
-def test_a_command_fills_the_cache_and_off_leaves_none(tmp_path):
+def test_a_command_fills_the_cache(tmp_path):
     _run(tmp_path, "run-on", str(tmp_path / "cache"))
     assert any((tmp_path / "cache").iterdir())  # compiled programs were stored
-    _run(tmp_path, "run-off", "off")
-    assert (tmp_path / "run-off" / "summary.json").exists()
-    assert not (tmp_path / "xdg" / "toymodels").exists()  # no default cache was made either
+    assert not (tmp_path / "xdg" / "toymodels").exists()  # and nowhere else
+
+
+def test_off_configures_no_cache(tmp_path):
+    code = ("import jax\nfrom toymodels.compile_cache import configure; configure()\n"
+            "print(repr(jax.config.jax_compilation_cache_dir))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=os.environ | {compile_cache.ENV: "off",
+                                                       "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.stdout.strip() in ("None", "''") and not (tmp_path / "toymodels").exists()
 
 
 def test_a_cache_the_user_gave_jax_is_kept(tmp_path):
