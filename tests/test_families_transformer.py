@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from test_transformer import build, hand_built
+from test_models_transformer import build, hand_built
 from toymodels.configs import TRANSFORMER_PRESETS, make_instances
 from toymodels.families import transformer as family
 from toymodels.models.transformer import layer_norm
