@@ -1,14 +1,12 @@
-"""Sparse attention decomposition: a planted head with a known answer, contributions that sum
-to rel, a float64 NumPy oracle (plain and rotated), chunking, options, tables, prompts, CLI."""
-
-import json
+"""Sparse attention decomposition (analysis/sad.py): a planted head with a known answer,
+contributions that sum to rel, a float64 NumPy oracle (plain and rotated), chunking, options
+and tables. The command (`toymodels sad`) is tested in test_sad.py."""
 
 import numpy as np
 import pytest
 
 from toymodels.analysis import sad
 from toymodels.errors import AnalysisInputError
-from toymodels.pretrained.prompts import ioi_prompts, parse_prompts, read_prompts
 
 
 def planted_head(D=8, H=4, P=8, T=6, seed=0):
@@ -177,97 +175,3 @@ def test_tables():
     np.testing.assert_allclose(merged["median_n_recon"], merged["m"])
     np.testing.assert_allclose(merged["share_n_recon_le4_rot"],
                                g["n_recon_rot"].apply(lambda v: (v <= 4).mean()))
-
-
-def test_ioi_prompts_and_files(tmp_path):
-    a, b = ioi_prompts(5, seed=3), ioi_prompts(5, seed=3)
-    assert a == b and a != ioi_prompts(5, seed=4) and parse_prompts("ioi:5:3") == a
-    for prompt in a:
-        words = prompt.replace(",", "").rstrip(".").split()
-        io, subject = words[1], words[3]
-        assert io != subject and words[-1] == io and words[-6] == subject
-    path = tmp_path / "p.txt"
-    path.write_text("first prompt\n\n  second prompt  \n")
-    assert read_prompts(path) == ["first prompt", "second prompt"]
-    path.write_text("\n \n")
-    with pytest.raises(AnalysisInputError, match="empty"):
-        parse_prompts(str(path))
-    with pytest.raises(AnalysisInputError, match="ioi:N"):
-        parse_prompts("ioi:many")
-
-
-# ---- command line: `toymodels sad` ----
-
-def _sad(capsys, *argv):
-    from toymodels.cli import main
-    rc = main(["sad", *map(str, argv), "--no-progress"])
-    return rc, capsys.readouterr()
-
-
-def test_cli_gpt2_end_to_end(tmp_path, capsys):
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("safetensors")
-    from pretrained_fixtures import write_gpt2
-    ckpt = write_gpt2(tmp_path / "gpt2")
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("When Mary and John went to the store , John gave a drink to Mary .\n"
-                       "When Alice and Bob went to the park , Bob gave a book to Alice .\n")
-    out = tmp_path / "out"
-    rc, cap = _sad(capsys, ckpt, "--prompts", prompts, "--out", out, "--prepend-bos")
-    assert rc == 0, cap.err
-    assert {p.name for p in out.iterdir()} == {"firings.parquet", "heads.parquet", "sad.json",
-                                                "prompts.txt", "timing.json", "nrecon.png",
-                                                "heads.png", ".toymodels-files"}
-    assert set(json.loads((out / ".toymodels-files").read_text())["files"]) == \
-        {p.name for p in out.iterdir()} - {".toymodels-files"}
-    record = json.loads((out / "sad.json").read_text())
-    assert record["layernorm_folded"] is False and record["architecture"] == "gpt2"
-    firings = pd.read_parquet(out / "firings.parquet")
-    assert record["overall"]["firings"] == len(firings) > 0
-    assert (firings["s"] < firings["d"]).all() and (firings["s"] > 0).all()  # causal, no BOS
-    # folding LayerNorm into W_Q, W_K changes x and Ω̃ but no logit: the same firings and rel
-    from toymodels.pretrained import load_pretrained
-    from toymodels.sad import pretrained_inputs
-    model = load_pretrained(ckpt)
-    inputs = pretrained_inputs(model, model.encode(read_prompts(prompts), prepend_bos=True), True)
-    assert inputs.meta["layernorm_folded"] is True
-    folded = sad.decompose(inputs.x, inputs.mask, inputs.W_Q, inputs.W_K, inputs.b_Q,
-                           inputs.b_K, special=inputs.special)
-    np.testing.assert_allclose(folded.firings["rel"], firings["rel"], rtol=1e-3, atol=1e-4)
-
-
-@pytest.mark.parametrize("case, message", [
-    ("missing", "does not exist"), ("malformed", "not a readable safetensors"),
-    ("unknown", "unknown architecture"), ("empty_prompts", "is empty"),
-    ("too_long", "positions"), ("run_dir", "its own task")])
-def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
-    pytest.importorskip("safetensors")
-    from pretrained_fixtures import write_gpt2
-    ckpt = write_gpt2(tmp_path / "gpt2", n_positions=8 if case == "too_long" else 24)
-    prompts = tmp_path / "prompts.txt"
-    text = {"empty_prompts": "\n",  # 16 tokens > 8 positions:
-            "too_long": "When Mary and John went to the store , John gave a drink to Mary .\n"}
-    prompts.write_text(text.get(case, "Mary went to the store .\n"))
-    if case == "missing":
-        ckpt = tmp_path / "nowhere"
-    elif case == "malformed":
-        (ckpt / "model.safetensors").write_bytes(b"garbage")
-    elif case == "unknown":
-        (ckpt / "config.json").write_text('{"model_type": "llama"}')
-    elif case == "run_dir":
-        ckpt = tmp_path / "run"
-        ckpt.mkdir()
-        (ckpt / "summary.json").write_text("{}")
-    out = tmp_path / "out"
-    rc, cap = _sad(capsys, ckpt, "--prompts", prompts, "--out", out)
-    assert rc == 2
-    assert cap.err.count("\n") == 1 and message in cap.err and cap.out == ""
-    assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing written
-
-
-def test_sparseness_over_training_figure(tmp_path):
-    from toymodels.plots.sad import plot_sparseness_over_training
-    table = {"step": [0, 100, 200], "median_sparseness": [0.6, 0.4, 0.2],
-             "median_sparseness_rot": [0.6, 0.6, 0.6]}
-    plot_sparseness_over_training(table, tmp_path / "fig7.png", title="planted head")
-    assert (tmp_path / "fig7.png").stat().st_size > 0
