@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import TOY_ARGS, one_line_exit_2, subprocess_env
 from toymodels import AnalysisInputError, ConfigError, RunDirError, ToyConfig, load_run
 from toymodels.cli import main
 from toymodels.configs import apply_overrides, make_instances, parse_seeds, preset
@@ -23,8 +24,6 @@ from toymodels.store import staged
 from toymodels.sweep import SweepSpec, load_spec
 
 MAX_SEED = 2**32 - 1
-REPO = str(Path(__file__).resolve().parents[1])
-TINY = ["--set", "batch_size=32", "--set", "chunk_steps=15", "--steps", "30", "--no-progress"]
 SPEC = """
 preset = "single-pair"
 seeds = "0-1"
@@ -49,13 +48,6 @@ def no_work(monkeypatch):
     monkeypatch.setattr(toymodels.run, "train", refuse)
     monkeypatch.setattr(toymodels.sweep, "run_group", refuse)
     monkeypatch.setattr(toymodels.theory.runner, "run_checks", refuse)
-
-
-def one_line_exit_2(argv, capsys, message):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    return err
 
 
 def dead_pid() -> int:
@@ -98,10 +90,10 @@ def test_a_second_writer_is_refused_at_start_and_a_killed_one_blocks_nothing(
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from toymodels.store import claim\n"
          f"with claim({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": REPO})
+        stdout=subprocess.PIPE, text=True, env=subprocess_env())
     try:
         assert holder.stdout.readline().strip() == "held"
-        one_line_exit_2(["run", "no-head", "--out", str(out), *TINY], capsys,
+        one_line_exit_2(["run", "no-head", "--out", str(out), *TOY_ARGS], capsys,
                         f"another toymodels process (pid {holder.pid})")
         spec = tmp_path / "spec.toml"
         spec.write_text(SPEC)
@@ -141,7 +133,7 @@ def test_non_finite_values_are_refused_in_specs_and_the_api(tmp_path):
 def test_run_marks_a_diverged_instance_and_nulls_its_metrics(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["run", "single-pair", "--out", str(out), "--vary",
-                 "learning_rate=0.001,10", *TINY]) == 0
+                 "learning_rate=0.001,10", *TOY_ARGS]) == 0
     calm, wild = json.loads((out / "summary.json").read_text())["instances"]
     assert calm["diverged_step"] is None and calm["final_loss"]["recon"] > 0
     assert wild["diverged_step"] >= 1
@@ -203,7 +195,7 @@ def test_oversized_runs_are_refused_instantly_without_loading_jax(args, message,
               f"rc = main(['run', 'single-pair', '--out', {str(tmp_path / 'r')!r}] + {args!r})\n"
               "assert 'jax' not in sys.modules\nsys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, env=os.environ | {"PYTHONPATH": REPO})
+                          timeout=60, env=subprocess_env())
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "r").exists()
@@ -229,7 +221,7 @@ def test_an_output_path_under_a_file_is_refused_before_work(tmp_path, capsys, no
     spec.write_text(SPEC)
     np.savez(tmp_path / "heads.npz", W_Q=np.ones((2, 4, 8)), W_K=np.ones((2, 4, 8)))
     np.save(tmp_path / "features.npy", np.ones((8, 5)))
-    for argv in (["run", "single-pair", "--out", f"{afile}/sub", *TINY],
+    for argv in (["run", "single-pair", "--out", f"{afile}/sub", *TOY_ARGS],
                  ["sweep", str(spec), "--out", f"{afile}/sub"],
                  ["theory", "--only", "theorem1", "--out", str(tmp_path / "t"),
                   "--figures", f"{afile}/figs"],
@@ -240,7 +232,7 @@ def test_an_output_path_under_a_file_is_refused_before_work(tmp_path, capsys, no
 
 
 def test_an_output_path_that_cannot_be_created_is_refused_before_work(capsys, no_work):
-    one_line_exit_2(["run", "single-pair", "--out", "/proc/toymodels-test/run", *TINY],
+    one_line_exit_2(["run", "single-pair", "--out", "/proc/toymodels-test/run", *TOY_ARGS],
                     capsys, "/proc")
 
 
@@ -249,7 +241,7 @@ def test_an_output_path_under_a_read_only_directory_is_refused(tmp_path, capsys,
     locked = tmp_path / "ro"
     locked.mkdir(mode=0o500)
     try:
-        one_line_exit_2(["run", "single-pair", "--out", str(locked / "a" / "r"), *TINY],
+        one_line_exit_2(["run", "single-pair", "--out", str(locked / "a" / "r"), *TOY_ARGS],
                         capsys, "not writable")
     finally:
         locked.chmod(0o700)
@@ -460,7 +452,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, monkeypatch, c
         raise KeyboardInterrupt
 
     monkeypatch.setattr(toymodels.run, "train", interrupted)
-    assert main(["run", "single-pair", "--out", str(tmp_path / "r"), *TINY]) == 130
+    assert main(["run", "single-pair", "--out", str(tmp_path / "r"), *TOY_ARGS]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted" in err
     assert list(tmp_path.iterdir()) == []  # no run, no staging folder, no lock

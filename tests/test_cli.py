@@ -1,4 +1,6 @@
-"""The command line end to end on tiny runs, and every bad-input case."""
+"""The command line end to end on tiny runs, and every bad-input case.
+
+toy_run and no_head_run are the session's tiny runs (conftest.py), read-only."""
 
 import json
 import subprocess
@@ -7,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import TOY_ARGS, copy_run, one_line_exit_2
 from toymodels import load_run
 from toymodels.analysis.svd import dense_qk_svd
 from toymodels.cli import main
-
-TINY = ["--set", "batch_size=32", "--set", "chunk_steps=15", "--steps", "30", "--no-progress"]
 
 
 def numbers(summary):
@@ -19,15 +20,8 @@ def numbers(summary):
     return {k: summary[k] for k in ("preset", "config", "instances")}
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "single"
-    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TINY]) == 0
-    return out
-
-
-def test_run_writes_a_complete_summary(tiny_run, capsys):
-    summary = json.loads((tiny_run / "summary.json").read_text())
+def test_run_writes_a_complete_summary(toy_run, capsys):
+    summary = json.loads((toy_run / "summary.json").read_text())
     assert summary["preset"] == "single-pair"
     assert summary["config"]["steps"] == 30 and summary["config"]["batch_size"] == 32
     assert set(summary["versions"]) >= {"jax", "flax", "optax", "numpy", "python"}
@@ -46,14 +40,14 @@ def test_run_writes_a_complete_summary(tiny_run, capsys):
         assert pair["sigma"] == s[pair["sv_index"]]
     for name in ("params.npz", "curves.npz", "analysis.npz", "dynamics.npz", "alignment.png",
                  "analysis/heads.csv", "analysis/pairs.csv", "analysis/features.csv"):
-        assert (tiny_run / name).stat().st_size > 0
-    assert not list(tiny_run.parent.glob(".*staging*"))  # staging folder renamed away
-    meta = json.loads((tiny_run / "analysis" / "analysis.json").read_text())
-    assert meta["run"] == tiny_run.name  # the run's name, not its staging folder's
+        assert (toy_run / name).stat().st_size > 0
+    assert not list(toy_run.parent.glob(".*staging*"))  # staging folder renamed away
+    meta = json.loads((toy_run / "analysis" / "analysis.json").read_text())
+    assert meta["run"] == toy_run.name  # the run's name, not its staging folder's
 
 
-def test_load_run_reproduces_the_summary(tiny_run):
-    run = load_run(tiny_run)
+def test_load_run_reproduces_the_summary(toy_run):
+    run = load_run(toy_run)
     assert run.config.steps == 30
     assert run.params["W_Q"].shape == (2, 10, 10) and run.curves["recon"].shape == (2, 30)
     S = np.asarray(dense_qk_svd(run.params["W_Q"], run.params["W_K"])[1])
@@ -61,32 +55,32 @@ def test_load_run_reproduces_the_summary(tiny_run):
         np.testing.assert_allclose(S[n], inst["singular_values"], rtol=1e-4, atol=1e-7)
 
 
-def test_same_command_twice_gives_identical_numbers(tiny_run, tmp_path):
+def test_same_command_twice_gives_identical_numbers(toy_run, tmp_path):
     again = tmp_path / "again"
-    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(again), *TINY]) == 0
-    first = json.loads((tiny_run / "summary.json").read_text())
+    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(again), *TOY_ARGS]) == 0
+    first = json.loads((toy_run / "summary.json").read_text())
     second = json.loads((again / "summary.json").read_text())
     assert numbers(first) == numbers(second)
 
 
-def test_existing_run_is_kept_unless_overwrite(tiny_run, capsys):
-    before = (tiny_run / "summary.json").read_bytes()
-    assert main(["run", "single-pair", "--seeds", "5", "--out", str(tiny_run), *TINY]) == 2
+def test_existing_run_is_kept_unless_overwrite(toy_run, tmp_path, capsys):
+    run = copy_run(toy_run, tmp_path / "run")
+    before = (run / "summary.json").read_bytes()
+    assert main(["run", "single-pair", "--seeds", "5", "--out", str(run), *TOY_ARGS]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (tiny_run / "summary.json").read_bytes() == before
+    assert (run / "summary.json").read_bytes() == before
 
 
 def test_overwrite_replaces_a_run(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "no-head", "--seeds", "0", "--out", str(out), *TINY]) == 0
+    assert main(["run", "no-head", "--seeds", "0", "--out", str(out), *TOY_ARGS]) == 0
     assert main(["run", "no-head", "--seeds", "1", "--out", str(out), "--overwrite",
-                 *TINY]) == 0
+                 *TOY_ARGS]) == 0
     assert [i["seed"] for i in json.loads((out / "summary.json").read_text())["instances"]] == [1]
 
 
-def test_no_head_claims_no_alignment(tmp_path):
-    out = tmp_path / "nohead"
-    assert main(["run", "no-head", "--seeds", "0-1", "--out", str(out), *TINY]) == 0
+def test_no_head_claims_no_alignment(no_head_run):
+    out = no_head_run  # `run no-head --seeds 0-1` at tiny size
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["lam"] == 0 and summary["config"]["template"] == []
     assert all(inst["pairs"] == [] for inst in summary["instances"])
@@ -95,7 +89,7 @@ def test_no_head_claims_no_alignment(tmp_path):
 def test_vary_gives_instances_their_own_values(tmp_path):
     out = tmp_path / "vary"
     assert main(["run", "single-pair", "--seeds", "0", "--vary", "target_scale=0.5,4",
-                 "--out", str(out), *TINY]) == 0
+                 "--out", str(out), *TOY_ARGS]) == 0
     insts = json.loads((out / "summary.json").read_text())["instances"]
     assert [i["overrides"]["target_scale"] for i in insts] == [0.5, 4.0]
 
@@ -157,14 +151,15 @@ def test_module_entry_point_reports_errors(tmp_path):
     assert "--seeds" in help_text and "examples:" in help_text
 
 
-def test_analyze_a_run_rewrites_its_metrics_without_retraining(tiny_run, capsys):
-    heads = tiny_run / "analysis" / "heads.csv"
+def test_analyze_a_run_rewrites_its_metrics_without_retraining(toy_run, tmp_path, capsys):
+    run = copy_run(toy_run, tmp_path / "run")
+    heads = run / "analysis" / "heads.csv"
     before = heads.read_text()
-    params_before = (tiny_run / "params.npz").read_bytes()
+    params_before = (run / "params.npz").read_bytes()
     heads.unlink()
-    assert main(["analyze", str(tiny_run)]) == 0
+    assert main(["analyze", str(run)]) == 0
     assert heads.read_text() == before
-    assert (tiny_run / "params.npz").read_bytes() == params_before
+    assert (run / "params.npz").read_bytes() == params_before
     assert "mmcs_query_u" in capsys.readouterr().out
 
 
@@ -199,12 +194,24 @@ def test_analyze_bad_input(tmp_path, monkeypatch, capsys, extra, message):
     np.savez("heads.npz", W_Q=rng.normal(size=(3, 4, 16)), W_K=rng.normal(size=(3, 4, 16)))
     np.save("features.npy", rng.normal(size=(16, 30)))
     np.save("wrong_d.npy", rng.normal(size=(12, 30)))
-    assert main(["analyze", "heads.npz", *extra]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
+    one_line_exit_2(["analyze", "heads.npz", *extra], capsys, message)
     assert not (tmp_path / "heads_analysis").exists()
 
 
 def test_analyze_rejects_a_path_that_is_neither(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nothing")]) == 2
     assert "neither a run directory nor an .npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--set", "n_layers=0"], "n_layers"),
+    (["--set", "positions=rope", "--set", "H=7"], "even"),
+    (["--set", "pairs=0:99:1.0"], "outside"),
+    (["--set", "pairs=0:2:1.0"], "both a key and a value"),
+    (["--set", "T=1"], "too short"),
+])
+def test_transformer_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
+                                                                     words):
+    out = tmp_path / "run"
+    one_line_exit_2(["run", "transformer-retrieval", "--out", str(out), *args], capsys, words)
+    assert not out.exists() and not list(tmp_path.iterdir())

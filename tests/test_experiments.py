@@ -2,28 +2,27 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import REPO, copy_run
 from toymodels.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "batch_size=32", "--set", "chunk_steps=20", "--steps", "40", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, toy_run, no_head_run):
+    """The session's tiny `single-pair` and `no-head` runs (seeds 0-1), where the scripts
+    look for them."""
     runs = tmp_path_factory.mktemp("runs")
-    for preset in ("single-pair", "no-head"):
-        assert main(["run", preset, "--seeds", "0-1", "--out", str(runs / preset), *TINY]) == 0
+    for preset, run in (("single-pair", toy_run), ("no-head", no_head_run)):
+        copy_run(run, runs / preset)
     return runs
 
 
 @pytest.mark.parametrize("script", ["fig1_feature_geometry", "fig2a_single_pair",
                                     "fig3_dynamics"])
 def test_experiment_draws_from_stored_runs(runs, tmp_path, script):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / f"{script}.py"),
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"),
                            "--runs", str(runs), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -37,14 +36,14 @@ def test_robustness_figure_draws_from_a_stored_sweep(tmp_path):
                     'chunk_steps = 20\nbatch_size = 32\nrecord_points = 0\n'
                     '[grid]\nlam = [1, 10]\nm = [4, 8]\nH = [4]\n')
     assert main(["sweep", str(spec), "--out", str(tmp_path / "sweep"), "--no-progress"]) == 0
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "appendix_a_robustness.py"),
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "appendix_a_robustness.py"),
                            "--sweep", str(tmp_path / "sweep"), "--out", str(tmp_path / "fig")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "fig" / "appendix_a_robustness.png").stat().st_size > 10_000
 
 
-def test_optimizer_frame_study_reads_stored_runs(tmp_path):
+def test_optimizer_frame_study_reads_stored_runs(transformer_run, tmp_path):
     """The study's table from stored runs (one tiny run stands in for each combination),
     and its two Ω measurements on a head set by hand: Ω_f = e_q (a e_k + b e_q)ᵀ has
     off-template share |b| / √(a² + b²) and self score b / √H."""
@@ -53,10 +52,7 @@ def test_optimizer_frame_study_reads_stored_runs(tmp_path):
 
     import numpy as np
 
-    one = tmp_path / "one"
-    assert main(["run", "transformer-retrieval", "--seeds", "0", "--out", str(one),
-                 "--steps", "20", "--set", "batch_size=16", "--set", "chunk_steps=10",
-                 "--no-progress"]) == 0
+    one = copy_run(transformer_run, tmp_path / "one")  # seed 0, 20 steps
     params = dict(np.load(one / "params.npz"))
     (q, k, _), = ((0, 1, 1.0),)
     a, b, H = 3.0, -1.5, params["W_Q"].shape[-2]
@@ -69,7 +65,7 @@ def test_optimizer_frame_study_reads_stored_runs(tmp_path):
     for optimizer in ("adamw", "adamw_rotated", "sgd"):
         for frame in ("random", "axis"):
             shutil.copytree(one, runs / f"{optimizer}-{frame}")
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "optimizer_frame.py"),
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "optimizer_frame.py"),
                            "--runs", str(runs), "--out", str(tmp_path / "fig")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,9 @@
 """Hostile input, round 2 (issue 21): each section is one item of the issue, and every
 test here failed before its fix. Items 2-4 end with the user's files intact in every
 variant: a plain directory, a link to a result, a link to an empty directory, a dangling
-link."""
+link.
+
+toy_run and transformer_run are the session's tiny runs (conftest.py), read-only."""
 
 import os
 import shutil
@@ -13,52 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import REPO, TOY_ARGS, copy_run, one_line_exit_2, snapshot
 from toymodels import AnalysisInputError, ConfigError, RunDirError, load_run
 from toymodels.cli import main
 from toymodels.configs import make_instances, preset
 from toymodels import store
 from toymodels.sweep import SweepSpec, load_spec, plan, run_sweep
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["--set", "batch_size=32", "--set", "chunk_steps=15", "--steps", "30", "--no-progress"]
-TINY_TRANSFORMER = ["--steps", "20", "--set", "batch_size=16", "--set", "chunk_steps=10",
-                    "--no-progress"]
-
-
-def one_line_exit_2(argv, capsys, message):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    return err
-
-
-def snapshot(path: Path) -> dict:
-    """Every file under path (links not followed) with its bytes, and every link's target."""
-    out = {}
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            p = Path(root) / name
-            if p.is_symlink():
-                out[str(p.relative_to(path))] = ("link", os.readlink(p))
-            elif p.is_file():
-                out[str(p.relative_to(path))] = p.read_bytes()
-    return out
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("toy") / "run"
-    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TINY]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def transformer_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tr") / "run"
-    assert main(["run", "transformer-retrieval", "--seeds", "0", "--out", str(out),
-                 *TINY_TRANSFORMER]) == 0
-    return out
-
 
 # ---- 1. every shipped sweep spec plans and runs ----------------------------------------
 
@@ -111,7 +73,8 @@ def test_analyze_out_refuses_an_existing_analysis_without_overwrite(weights, tmp
 
 
 def test_analyze_never_replaces_a_runs_own_analysis_with_other_weights(
-        toy_run, weights, capsys):
+        toy_run, weights, tmp_path, capsys):
+    toy_run = copy_run(toy_run, tmp_path / "run")
     before = snapshot(toy_run)
     one_line_exit_2(["analyze", *weights, "--out", str(toy_run / "analysis")], capsys,
                     "already exists")
@@ -128,18 +91,17 @@ def test_analyze_never_replaces_a_runs_own_analysis_with_other_weights(
 # ---- 3. --overwrite replaces what toymodels wrote, never the user's files --------------
 
 
-def test_overwrite_refuses_a_run_holding_a_users_file(tmp_path, capsys):
-    out = tmp_path / "R"
-    assert main(["run", "single-pair", "--out", str(out), *TINY]) == 0
+def test_overwrite_refuses_a_run_holding_a_users_file(toy_run, tmp_path, capsys):
+    out = copy_run(toy_run, tmp_path / "R")  # `run single-pair --seeds 0-1` at tiny size
+    argv = ["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TOY_ARGS, "--overwrite"]
     (out / "notes.txt").write_text("my notes")
     (out / "analysis" / "deep.txt").write_text("deeper notes")
     before = snapshot(out)
-    err = one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"],
-                          capsys, "toymodels did not write")
+    err = one_line_exit_2(argv, capsys, "toymodels did not write")
     assert "notes.txt" in err and "deep.txt" in err
     assert snapshot(out) == before
     (out / "notes.txt").unlink(), (out / "analysis" / "deep.txt").unlink()
-    assert main(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"]) == 0
+    assert main(argv) == 0
     assert (out / store.OWNED_FILES).is_file()
 
 
@@ -147,7 +109,7 @@ def test_overwrite_refuses_a_result_that_records_no_files(tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
     (out / "summary.json").write_text("{}")  # as an older version left it
-    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TOY_ARGS, "--overwrite"], capsys,
                     "did not record its files")
     assert snapshot(out) == {"summary.json": b"{}"}
 
@@ -183,7 +145,7 @@ def link_variants(tmp_path, result: Path):
 
 
 def commands(out: Path, weights, transformer_run):
-    return {"run": ["run", "single-pair", "--out", str(out), *TINY, "--overwrite"],
+    return {"run": ["run", "single-pair", "--out", str(out), *TOY_ARGS, "--overwrite"],
             "analyze": ["analyze", *weights, "--out", str(out), "--overwrite"],
             "theory": ["theory", "--quick", "--only", "isotropy", "--out", str(out),
                        "--overwrite"],
@@ -289,7 +251,7 @@ def test_a_link_among_checkpoint_steps_is_refused_and_nothing_claims_removal(
         tmp_path, capsys):
     from toymodels.training.checkpoints import run_checkpoint_dir
     out = tmp_path / "R"
-    args = ["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TINY,
+    args = ["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TOY_ARGS,
             "--checkpoint-every", "15"]
     import toymodels.run as run_module
     real = run_module.discard
@@ -356,7 +318,7 @@ def test_analyze_seed_is_checked(weights, capsys):
 
 def test_params_at_needs_an_integer_step(tmp_path):
     out = tmp_path / "R"
-    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TINY,
+    assert main(["run", "single-pair", "--seeds", "0-1", "--out", str(out), *TOY_ARGS,
                  "--keep-checkpoints", "--checkpoint-every", "15"]) == 0
     run = load_run(out)
     assert 30 in run.checkpoint_steps
@@ -416,7 +378,7 @@ def test_a_result_copied_inside_another_is_not_taken_as_its_own(toy_run, tmp_pat
     out = tmp_path / "R"
     shutil.copytree(toy_run, out)
     shutil.copytree(out / "analysis", out / "analysis_kept")  # its own record, not listed
-    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TOY_ARGS, "--overwrite"], capsys,
                     "analysis_kept/")
     assert (out / "analysis_kept" / "heads.csv").is_file()
 
@@ -426,7 +388,7 @@ def test_a_damaged_record_refuses_overwrite_in_one_line(record, toy_run, tmp_pat
     out = tmp_path / "R"
     shutil.copytree(toy_run, out)
     (out / store.OWNED_FILES).write_text(record)
-    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TOY_ARGS, "--overwrite"], capsys,
                     "toymodels did not write")
     assert (out / "summary.json").is_file()
 
@@ -467,9 +429,9 @@ def test_a_link_or_file_where_checkpoints_go_is_refused(tmp_path, capsys):
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
     run_checkpoint_dir(out).symlink_to(mine)
-    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY], capsys, "link or a file")
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TOY_ARGS], capsys, "link or a file")
     run_checkpoint_dir(out).unlink()
     run_checkpoint_dir(out).write_text("a file")
-    one_line_exit_2(["run", "single-pair", "--out", str(out), *TINY, "--overwrite"], capsys,
+    one_line_exit_2(["run", "single-pair", "--out", str(out), *TOY_ARGS, "--overwrite"], capsys,
                     "link or a file")
     assert (mine / "keep.txt").read_text() == "mine"

@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
+from helpers import one_line_exit_2, orthonormal
 from toymodels import analyze
 from toymodels.cli import main
 from toymodels.configs import TRANSFORMER_PRESETS
@@ -27,11 +28,6 @@ from toymodels.interop.layouts import check_layout
 from toymodels.interop.saelens import read_features
 from toymodels.interop.transformer_lens import (hooked_config, read_head_weights,
                                                 read_tensors, state_dict_of)
-
-
-def orthonormal(rng, D, n):
-    q, _ = np.linalg.qr(rng.normal(size=(D, D)))
-    return q[:, :n]
 
 
 def planted(directions, pairs, H):
@@ -114,9 +110,8 @@ def test_cli_d_equals_h_without_layout_is_one_line_exit_2_nothing_written(tmp_pa
     np.save(tmp_path / "W.npy", W)
     argv = ["analyze", str(tmp_path / "heads.npz"), "--features", str(tmp_path / "W.npy"),
             "--template", "0:1:3,2:3:2,4:5:1"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "D = H = 8; name it" in err and "--layout" in err, err
+    err = one_line_exit_2(argv, capsys, "D = H = 8; name it")
+    assert "--layout" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["W.npy", "heads.npz"]
     assert main(argv + ["--layout", "transformer_lens"]) == 0
     pairs = (tmp_path / "heads_analysis" / "pairs.csv").read_text().splitlines()
@@ -204,15 +199,13 @@ def test_a_broken_state_dict_is_one_line(tmp_path, capsys, drop, message):
     state = {k: v for k, v in read_tensors(path).items() if not k.startswith(drop)}
     save_file(state, path)
     np.save(tmp_path / "W.npy", rng.normal(size=(16, 20)))
-    assert main(["analyze", str(path), "--features", str(tmp_path / "W.npy"),
-                 "--layout", "transformer_lens"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
+    one_line_exit_2(["analyze", str(path), "--features", str(tmp_path / "W.npy"),
+                     "--layout", "transformer_lens"], capsys, message)
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    assert main(["analyze", str(tmp_path / "bad.safetensors"), "--features",
-                 str(tmp_path / "W.npy"), "--layout", "transformer_lens"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot read" in err and "as safetensors" in err, err
+    err = one_line_exit_2(["analyze", str(tmp_path / "bad.safetensors"), "--features",
+                           str(tmp_path / "W.npy"), "--layout", "transformer_lens"], capsys,
+                          "cannot read")
+    assert "as safetensors" in err, err
 
 
 # ---- 2. SAE dictionaries as features -----------------------------------------------------
@@ -284,10 +277,8 @@ def test_an_saelens_dictionary_scores_planted_heads(tmp_path, capsys):
 def test_an_sae_that_does_not_fit_is_one_line(tmp_path, capsys, change, message):
     write_sae(tmp_path / "sae", change)
     np.savez(tmp_path / "heads.npz", W_Q=np.ones((4, 16)), W_K=np.ones((4, 16)))
-    assert main(["analyze", str(tmp_path / "heads.npz"), "--features",
-                 str(tmp_path / "sae")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
+    one_line_exit_2(["analyze", str(tmp_path / "heads.npz"), "--features",
+                     str(tmp_path / "sae")], capsys, message)
 
 
 def test_sae_files_missing_or_without_a_decoder(tmp_path):
@@ -330,19 +321,17 @@ def test_pairs_on_equal_singular_values_are_flagged_as_in_a_block():
 # ---- 3. toy transformers out --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A two-instance toy-transformer run (1 layer, 2 heads, D = 16, H = 8), 20 steps."""
-    out = tmp_path_factory.mktemp("interop") / "run"
-    assert main(["run", "transformer-retrieval", "--seeds", "0-1", "--out", str(out),
-                 "--steps", "20", "--set", "batch_size=16", "--set", "chunk_steps=20",
-                 "--set", "record_points=0", "--no-progress"]) == 0
-    return out
+@pytest.fixture
+def tiny_run(transformer_pair_run):
+    """The session's two-instance toy-transformer run (1 layer, 2 heads, D = 16, H = 8),
+    40 steps (conftest.transformer_pair_run); read-only."""
+    return transformer_pair_run
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run):
-    out = tiny_run.parent / "export"
+def exported(transformer_pair_run, tmp_path_factory):
+    tiny_run = transformer_pair_run
+    out = tmp_path_factory.mktemp("interop") / "export"
     assert main(["export", str(tiny_run), "--to", "transformer-lens", "--out", str(out)]) == 0
     return out
 
@@ -648,6 +637,5 @@ def test_transformer_lens_loads_the_export_and_matches_toymodels(tiny_run, expor
 
 
 def test_a_run_directory_takes_no_foreign_layout(tiny_run, capsys):
-    assert main(["analyze", str(tiny_run), "--layout", "transformer_lens"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "toymodels layout; --layout is for weight files" in err
+    one_line_exit_2(["analyze", str(tiny_run), "--layout", "transformer_lens"], capsys,
+                    "toymodels layout; --layout is for weight files")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import one_line_exit_2
 from toymodels.cli import main
 from toymodels.configs import Instance, preset
 from toymodels.errors import ConfigError
@@ -117,9 +118,7 @@ def test_a_diverging_instance_is_flagged_and_leaves_the_others_alone():
 def test_invalid_specs_are_rejected_before_training(tmp_path, capsys, text, message):
     spec = write_spec(tmp_path, text)
     out = tmp_path / "out"
-    assert main(["sweep", str(spec), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
+    one_line_exit_2(["sweep", str(spec), "--out", str(out)], capsys, message)
     assert not out.exists()
     with pytest.raises(ConfigError):
         load_spec(spec)

@@ -2,14 +2,13 @@
 README's table): no row's foil passes, every prediction row has a foil or says why not,
 every row names its seeds, and the verdicts follow from the values (issue 19)."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-from theory_verdict import verdict
 
-STORED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "theory_quick.csv"
+from helpers import REPO, verdict
+
+STORED = REPO / "benchmarks" / "results" / "theory_quick.csv"
 
 
 @pytest.fixture(scope="module")

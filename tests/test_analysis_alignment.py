@@ -1,18 +1,14 @@
-"""Known answers and invariances of the metric tables (metrics.analyze)."""
+"""Known answers and invariances of the metric tables (analysis/alignment.py: analyze)."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels.errors import AnalysisInputError
+from helpers import orthonormal
 from toymodels.analysis.alignment import analyze
 from toymodels.analysis.head_rows import match, set_metrics
-
-
-def orthonormal(rng, D, n):
-    q, _ = np.linalg.qr(rng.normal(size=(D, D)))
-    return q[:, :n]
+from toymodels.errors import AnalysisInputError
 
 
 def planted_head(W, template, H, rng=None):

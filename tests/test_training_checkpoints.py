@@ -1,7 +1,7 @@
 """Checkpoints inside a run (issue 12): killed anywhere, the same command resumes to the
 same numbers; a damaged or half-written checkpoint falls back to the one before it.
 
-Every run here has one config (TINY, 12 chunks of 10 steps), so the compiled program is
+Every run here has one config (ARGS, 12 chunks of 10 steps), so the compiled program is
 shared; real kills (SIGKILL of a subprocess) are used twice, elsewhere a run is stopped
 in-process right after a save, which is what a kill there leaves on disk.
 """
@@ -19,15 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import TRANSFORMER, one_line_exit_2, subprocess_env
 from toymodels import load_run
 from toymodels.cli import main
 from toymodels.configs import make_instances, preset
 from toymodels.training.checkpoints import DIGEST_FILE, Session, read_checkpoints
 from toymodels.training.loop import train
 
-REPO = str(Path(__file__).resolve().parents[1])
-ENV = os.environ | {"PYTHONPATH": REPO}
-TINY = ["--seeds", "0-2", "--steps", "120", "--set", "batch_size=32", "--set",
+ARGS = ["--seeds", "0-2", "--steps", "120", "--set", "batch_size=32", "--set",
         "chunk_steps=10", "--no-progress"]
 SPEC = """
 preset = "single-pair"
@@ -40,7 +39,7 @@ batch_size = 32
 
 
 def run_argv(out, *extra):
-    return ["run", "single-pair", "--out", str(out), *TINY, *extra]
+    return ["run", "single-pair", "--out", str(out), *ARGS, *extra]
 
 
 def results(out: Path) -> dict:
@@ -103,7 +102,7 @@ def kill_after_first_checkpoint(cmd, pattern_root: Path, pattern: str) -> float:
     """Start cmd, wait until a checkpoint is complete, SIGKILL it a random moment later
     (inside a later save, as often as not). Returns that moment, for messages."""
     delay = random.Random(os.urandom(8)).uniform(0.0, 0.15)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env())
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None \
@@ -226,9 +225,8 @@ def test_another_config_into_the_same_out_is_refused_in_one_line(
     for extra, words in ((["--steps", "130"], "steps=120 there, 130 now"),
                          (["--seeds", "0-3"], "seeds 0-2 there, 0-3 now"),
                          (["--set", "lam=2"], "lam=10.0 there, 2.0 now")):
-        assert main(run_argv(out, *extra)) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and words in err and "--overwrite" in err, err
+        err = one_line_exit_2(run_argv(out, *extra), capsys, words)
+        assert "--overwrite" in err, err
         assert files(tmp_path) == before  # nothing on disk changed
     # --overwrite discards them and trains the new config from step 0
     assert main(run_argv(out, "--steps", "130", "--overwrite", "--checkpoint-every",
@@ -245,7 +243,7 @@ def test_checkpoint_every_is_checked_before_any_work(tmp_path):
               "'--set', 'chunk_steps=10', '--checkpoint-every', '25'])\n"
               "assert 'jax' not in sys.modules\nsys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, env=ENV)
+                          timeout=60, env=subprocess_env())
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "multiple of chunk_steps (10)" in proc.stderr
     assert not list(tmp_path.iterdir())
@@ -279,11 +277,8 @@ def test_kept_checkpoints_give_the_params_at_each_step(tmp_path, reference):
 
 
 def test_a_transformer_resumes_to_identical_training(tmp_path, monkeypatch):
-    from toymodels.configs import TRANSFORMER_PRESETS, make_instances
     from toymodels.training.checkpoints import CheckpointPlan, identity_of
-    # tests/test_transformer.py's TINY: one compiled program for both files
-    cfg = TRANSFORMER_PRESETS["transformer-retrieval"].replace(
-        batch_size=32, steps=40, chunk_steps=20, record_points=3)
+    cfg = TRANSFORMER  # as in test_families_transformer.py: one compiled program for both
     instances = make_instances(cfg, [0, 1])
     clean = train(cfg, instances, progress=False)
     plan = CheckpointPlan(tmp_path / "ck", identity_of("t", cfg, instances), every=20)
@@ -309,7 +304,7 @@ def test_a_transformer_resumes_to_identical_training(tmp_path, monkeypatch):
 def test_train_resumes_under_the_api_too(tmp_path):
     from toymodels.training.checkpoints import CheckpointPlan, identity_of
     cfg = preset("single-pair").replace(steps=40, chunk_steps=10, batch_size=32)
-    instances = make_instances(cfg, [0, 1, 2])  # as TINY: its compiled program
+    instances = make_instances(cfg, [0, 1, 2])  # as ARGS: its compiled program
     plan = CheckpointPlan(tmp_path / "ck", identity_of(None, cfg, instances), every=20,
                           keep=True)
     first = train(cfg, instances, progress=False, checkpoints=plan)

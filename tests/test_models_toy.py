@@ -1,3 +1,7 @@
+"""The paper's toy model (models/toy.py): shapes, logits r Ω s against NumPy, the cheaper of
+its two routes chosen by counts with equal numbers and gradients, and its losses at
+hand-set weights."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

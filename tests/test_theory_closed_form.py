@@ -1,16 +1,15 @@
-"""The theory's math (closed form, bound, feature construction) against float64 checks,
-and the training modes the theory checks rely on (one-hot tokens, frozen parameters)."""
+"""The theory's math (theory/closed_form.py: closed form, bound, feature construction)
+against float64 checks. The training modes the theory checks rely on are tested where they
+live: one-hot tokens in test_tasks_toy.py, frozen parameters in test_training_loop.py."""
 
-import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels.theory import closed_form as theory
-from toymodels.configs import ToyConfig, make_instances
-from toymodels.tasks.toy import sample_batch, second_moment, template_matrix
-from toymodels.training.loop import init_states, train
+from toymodels.configs import ToyConfig
+from toymodels.tasks.toy import second_moment, template_matrix
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -172,46 +171,3 @@ def test_the_squared_error_loss_is_the_metric_around_its_optimum(seed):
 def test_bound_is_zero_for_isotropy_and_vacuous_beyond_half():
     assert theory.sin_bound(3.0 * np.eye(4)) == 0.0
     assert theory.sin_bound(np.diag([1.0, 1.0, 1.0, 4.0])) == 1.0  # ε = 1.2/1.75 > 1/2
-
-
-@pytest.mark.parametrize("tokens", ["sparse", "onehot"])
-def test_second_moment_matches_sampled_tokens(tokens):
-    cfg = ToyConfig(N=6, D=3, H=3, p_active=0.3, tokens=tokens)
-    f_q, f_k = sample_batch(jax.random.key(0), np.full(6, 0.3, np.float32), 20000, 4, tokens)
-    f = np.concatenate([np.asarray(f_q), np.asarray(f_k).reshape(-1, 6)])
-    np.testing.assert_allclose(f.T @ f / len(f), second_moment(cfg), atol=4e-3)
-    if tokens == "onehot":
-        assert set(np.unique(f)) == {0.0, 1.0} and (f.sum(axis=1) == 1).all()
-
-
-def test_frozen_parameters_keep_their_given_values():
-    cfg = ToyConfig(N=8, D=4, H=4, steps=30, train_features=False)
-    W = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
-    res = train(cfg, make_instances(cfg, [0, 1]), init={"W": W}, progress=False)
-    np.testing.assert_array_equal(res.params["W"], W)
-    assert np.abs(res.params["W_Q"] - np.asarray(init_states(cfg, [0, 1])["W_Q"][...])).max() > 0
-
-    head = cfg.replace(train_features=True, train_head=False)
-    res = train(head, make_instances(head, [0]), progress=False)
-    start = init_states(head, [0])
-    np.testing.assert_array_equal(res.params["W_K"], np.asarray(start["W_K"][...]))
-    assert np.abs(res.params["W"] - np.asarray(start["W"][...])).max() > 0
-
-
-def test_init_with_a_wrong_shape_is_refused():
-    from toymodels.errors import ConfigError
-    cfg = ToyConfig(N=8, D=4, H=4, steps=5)
-    with pytest.raises(ConfigError, match="shape"):
-        train(cfg, make_instances(cfg, [0]), init={"W": np.zeros((1, 8, 4))}, progress=False)
-    with pytest.raises(ConfigError, match="not a parameter"):
-        train(cfg, make_instances(cfg, [0]), init={"Omega": np.zeros((1, 4, 4))}, progress=False)
-
-
-def test_cosine_schedule_factors():
-    import jax.numpy as jnp
-    from toymodels.training.loop import _schedule
-    steps = jnp.float32(200)
-    f = [float(_schedule("cosine", jnp.uint32(s), steps)) for s in (0, 100, 199)]
-    assert f[0] == pytest.approx(1.0) and f[1] == pytest.approx(0.5, abs=1e-6)
-    assert 0 < f[2] < 1e-3
-    assert _schedule("constant", jnp.uint32(150), steps) == 1.0

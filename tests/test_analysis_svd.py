@@ -1,17 +1,14 @@
-"""The jit analysis against a float64 NumPy oracle, and its invariances."""
+"""The jit SVDs of QK and OV (analysis/svd.py) against a float64 NumPy oracle, and their
+invariances."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import orthonormal
 from toymodels.analysis.svd import (dense_qk_svd, feature_cosines, ov_svd, principal_cosines,
-                                qk_svd, random_rotations)
-
-
-def orthonormal(rng, D, n):
-    q, _ = np.linalg.qr(rng.normal(size=(D, D)))
-    return q[:, :n]
+                                    qk_svd, random_rotations)
 
 
 def head_with_spectrum(rng, D, H, sigma):

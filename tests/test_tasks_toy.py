@@ -1,10 +1,14 @@
+"""The toy model's supervised attention task (tasks/toy.py): sampled tokens, the template
+and its target logits, importance weights, and the tokens' second moment."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from toymodels.configs import ToyConfig
-from toymodels.tasks.toy import (importance_weights, sample_batch, target_logits,
-                            template_matrix)
+from toymodels.tasks.toy import (importance_weights, sample_batch, second_moment, target_logits,
+                                 template_matrix)
 
 
 def test_active_rate_and_magnitudes_follow_p_active(getkey):
@@ -47,17 +51,11 @@ def test_importance_weights_decay():
                                [1, 0.5, 0.25, 0.125])
 
 
-def test_one_draw_sampler_has_the_stated_distribution():
-    """Active with probability p (per feature), magnitudes U[0, 1] given active: a sampler
-    that reused u without dividing by p (magnitudes U[0, p]) or drew activity wrong fails."""
-    import jax
-    import numpy as np
-    from toymodels.tasks.features import sample_features
-    p = np.array([0.05, 0.3, 0.9, 0.0, 1.0], np.float32)
-    f = np.asarray(sample_features(jax.random.key(0), p, (200_000, 5)))
-    rate = (f > 0).mean(0)
-    assert np.all(np.abs(rate - p) <= 4 * np.sqrt(p * (1 - p) / 200_000) + 1e-6), rate
-    for i in (0, 1, 2, 4):
-        mags = np.sort(f[f[:, i] > 0, i])
-        grid = (np.arange(len(mags)) + 0.5) / len(mags)
-        assert np.abs(mags - grid).max() < 1.63 / np.sqrt(len(mags)) + 1e-3  # KS, 1% level
+@pytest.mark.parametrize("tokens", ["sparse", "onehot"])
+def test_second_moment_matches_sampled_tokens(tokens):
+    cfg = ToyConfig(N=6, D=3, H=3, p_active=0.3, tokens=tokens)
+    f_q, f_k = sample_batch(jax.random.key(0), np.full(6, 0.3, np.float32), 20000, 4, tokens)
+    f = np.concatenate([np.asarray(f_q), np.asarray(f_k).reshape(-1, 6)])
+    np.testing.assert_allclose(f.T @ f / len(f), second_moment(cfg), atol=4e-3)
+    if tokens == "onehot":
+        assert set(np.unique(f)) == {0.0, 1.0} and (f.sum(axis=1) == 1).all()

@@ -1,19 +1,101 @@
-"""Gaps issue 19 found in the transformer analysis' tests (item 8): the dictionary a
-layer's heads see (seen_features), the random-rotation baseline range (baseline_range), the
-sign of the RoPE planted logit, and that a short trained toy transformer aligns."""
+"""The transformer family (families/transformer/): its training (determinism by seed, the
+fixed embedding), the run it writes, the analysis and SAD inputs of hand-built heads, and
+the gaps issue 19 found in its analysis' tests (item 8): the dictionary a layer's heads
+see (seen_features), the random-rotation baseline range (baseline_range), the sign of the
+RoPE planted logit, and that a short trained toy transformer aligns."""
+
+import json
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from test_transformer import build, hand_built
-from toymodels.configs import TRANSFORMER_PRESETS, make_instances
+from helpers import TRANSFORMER, build, hand_built
+from toymodels import load_run
+from toymodels.configs import TRANSFORMER_PRESETS, TransformerConfig, make_instances
 from toymodels.families import transformer as family
-from toymodels.models.transformer import layer_norm
+from toymodels.models.layers import layer_norm
 from toymodels.training.loop import train
 
 RETRIEVAL = TRANSFORMER_PRESETS["transformer-retrieval"]
+
+
+def test_determinism_by_seed_across_instance_counts():
+    cfg = TRANSFORMER.replace(record_points=0)
+    alone = train(cfg, make_instances(cfg, [3]), progress=False)
+    crowd = train(cfg, make_instances(cfg, [0, 3, 5]), progress=False)
+    for name, value in alone.params.items():
+        np.testing.assert_allclose(value[0], crowd.params[name][1], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    again = train(cfg, make_instances(cfg, [3]), progress=False)
+    for name, value in alone.params.items():
+        np.testing.assert_array_equal(value, again.params[name])
+
+
+def test_fixed_embedding_stays_and_is_the_seeds_frame():
+    result = train(TRANSFORMER, make_instances(TRANSFORMER, [0, 1]), progress=False)
+    for n in range(2):
+        np.testing.assert_array_equal(result.params["E"][n], family.fixed_frame(TRANSFORMER, n))
+    assert result.dynamics["accuracy"].shape == (2, 3, 1, 2)
+
+
+def test_run_end_to_end_and_load_run(transformer_pair_run):
+    out = transformer_pair_run  # `run transformer-retrieval --seeds 0-1 --steps 40 ...`
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["family"] == "transformer"
+    for inst in summary["instances"]:
+        assert len(inst["heads"]) == 2 and set(inst["final_loss"]) == set(family.CURVES)
+        assert {"qk_matched", "ov_matched", "accuracy", "qk_baseline_low"} <= set(inst["heads"][0])
+        best = max(inst["heads"], key=lambda h: h["accuracy"])
+        assert inst["best_head"] == {"layer": best["layer"], "head": best["head"]}
+        assert inst["solving_head"] in (None, inst["best_head"])
+    run = load_run(out)
+    assert isinstance(run.config, TransformerConfig) and run.config.steps == 40
+    assert run.params["W_Q"].shape == (2, 1, 2, 8, 16)
+    assert run.analysis["accuracy"].shape == (2, 1, 2)
+    assert (out / "alignment.png").stat().st_size > 0
+    heads = (out / "analysis" / "heads.csv").read_text().splitlines()
+    assert len(heads) == 1 + 2 * 2 * 2  # instance × head × circuit
+
+
+def test_sad_of_a_hand_built_head_puts_each_planted_firing_on_its_pair():
+    """Known answer for the decomposition on a toy transformer: Ω = g E_0 E_1ᵀ, so every
+    planted firing (query -> the token with key feature 1) is carried by singular index 0
+    alone; the rotated control needs more terms."""
+    from toymodels.analysis import sad
+    from toymodels.families.transformer import attention_inputs, task_sequences
+
+    cfg = TRANSFORMER_PRESETS["transformer-retrieval"].replace(n_heads=1)
+    model = hand_built(cfg, logit_gain=8.0)
+    params = {k: np.asarray(v) for k, v in nnx.to_pure_dict(nnx.state(model)).items()}
+    batch = task_sequences(cfg, 64, seed=0)
+    result = sad.decompose(**attention_inputs(cfg, params, batch["f"]))
+    where = (0, np.arange(64), 0, cfg.T - 1, np.asarray(batch["key_pos"]))
+    top, n_recon = result.lookup("top_k", *where), result.lookup("n_recon", *where)
+    assert np.all(n_recon >= 0)  # every planted pair fires
+    assert np.all(top == 0) and np.all(n_recon == 1)
+    assert np.mean(result.lookup("n_recon_rot", *where)) > 1.5
+
+
+@pytest.mark.parametrize("preset", ["transformer-retrieval", "transformer-rope"])
+def test_analysis_of_a_hand_built_head_finds_the_planted_pairs(preset):
+    """Known answer through the transformer's analysis path: the hand-built head's QK pairs
+    E_0 with E_1 (at the task's offset for RoPE) and its OV carries each value feature."""
+    from toymodels.families.transformer import head_records
+
+    cfg = TRANSFORMER_PRESETS[preset].replace(n_heads=1)
+    model = hand_built(cfg, logit_gain=8.0)
+    params = {k: np.asarray(v)[None] for k, v in nnx.to_pure_dict(nnx.state(model)).items()}
+    analysis = family.analyze(cfg, params)
+    (head,) = head_records(cfg, params, analysis, np.ones((1, 1, 1)))[0]
+    assert head["qk_matched"] > 0.999 and head["ov_matched"] > 0.999
+    if cfg.task == "rope":
+        logit = family.rope_offsets(cfg, params)["planted_logit"][0, 0, 0]
+        assert int(np.argmax(logit)) == cfg.offset
+
+
+# ---- gaps issue 19 found (item 8) --------------------------------------------------
 
 
 def test_seen_features_without_layernorm_are_the_embedding_in_every_layer():

@@ -1,5 +1,9 @@
+"""The configs package: presets, the one path from text to typed values (--set, --vary,
+--seeds, templates), the shared validators and the grid of instances, for both families."""
+
 import pytest
 
+from helpers import TRANSFORMER
 from toymodels.configs import (BATCHED_FIELDS, ConfigError, ToyConfig, apply_overrides,
                               make_instances, many_pairs, parse_seeds, parse_template,
                               parse_vary, preset)
@@ -107,3 +111,34 @@ def test_vary_rejects(assignment, message):
 def test_vary_values_are_validated():
     with pytest.raises(ConfigError, match="p_active must be in"):
         make_instances(preset("single-pair"), (0,), {"p_active": [0.1, 2.0]})
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"n_layers": 0}, "n_layers"), ({"n_heads": 0}, "n_heads"),
+    ({"positions": "rope", "H": 7}, "H must be even"),
+    ({"pairs": ((0, 99, 1.0),)}, "outside the features"),
+    ({"pairs": ((2, 1, 1.0),)}, "both a query and a value"),
+    ({"value_features": (1, 3, 4, 5)}, "both a key and a value"),
+    ({"task": "rope", "positions": "rope", "offset": 9}, "too short"),
+    ({"lam": 1.0}, "unknown config field"),
+    ({"learning_rate": float("nan")}, "finite"),
+    ({"positions": "rope"}, "RoPE goes with task 'rope'"),
+    ({"value_gains": [1.0, 0.8, 0.6, 0.4]}, "tuple"),
+    ({"value_gains": (1.0, 0.0, 0.6, 0.4)}, "> 0"),
+    ({"p_query": 0.0}, "never asks"),
+    ({"embedding": "learned", "anisotropy": 1.0}, "ignores it"),
+])
+def test_bad_transformer_config_is_refused(changes, words):
+    with pytest.raises(ConfigError, match=words):
+        TRANSFORMER.replace(**changes)
+
+
+def test_optimizer_and_frame_fields_are_checked():
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        preset("single-pair").replace(optimizer="lion")
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        preset("transformer-retrieval").replace(optimizer="adam")
+    with pytest.raises(ConfigError, match="frame must be one of"):
+        preset("transformer-retrieval").replace(frame="diagonal")
+    with pytest.raises(ConfigError, match="N = D"):
+        preset("transformer-retrieval").replace(frame="axis", N=20)
