@@ -43,6 +43,7 @@ def test_configs_without_structure_keep_their_dicts():
     ("parents=1,0," + ",".join(["-1"] * 18), "cycle"),
     ("exclusive=0,1;1,2", "disjoint"),
     ("parents=-1,0", "parents has 2 entries but N=20"),
+    ("exclusive=0,1,2,3,4,5,6,7,8,9,10", "total rate 1.1 > 1"),  # 11 features at 0.1
 ])
 def test_bad_structures_are_refused_in_one_line(assignment, message, tmp_path, capsys):
     extra = ["--set", "corr=-0.9"] if "corr_blocks=0,1,2" == assignment else []

@@ -200,7 +200,12 @@ def check_structure(cfg):
                           "feature's parent (-1 for a root)")
     if cfg.zipf_exponent < 0:
         raise ConfigError(f"zipf_exponent must be >= 0, got {cfg.zipf_exponent}")
-    return feature_structure(cfg)
+    structure = feature_structure(cfg)
+    if structure is not None:  # rates too: an exclusive group's must sum to <= 1
+        from toymodels.tasks.structure import own_probabilities
+        p = cfg.p_active if isinstance(cfg.p_active, tuple) else (cfg.p_active,) * cfg.N
+        own_probabilities(structure, p)
+    return structure
 
 
 def structure_dict(cfg) -> dict:
