@@ -15,11 +15,17 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
         monkeypatch.setenv(compile_cache.ENV, off)
         assert compile_cache.cache_dir() is None
     monkeypatch.delenv(compile_cache.ENV)
+    monkeypatch.setattr(compile_cache, "accelerator_installed", lambda: False)
+    assert compile_cache.cache_dir() is None  # CPU-only JAX: off unless asked for
+    monkeypatch.setenv(compile_cache.ENV, "on")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     default = compile_cache.cache_dir()
     # one folder per CPU kind: a shared home never hands programs to another instruction set
     assert default.parent == tmp_path / "xdg" / "toymodels" / "jax"
     assert default.name == compile_cache.host_name() and "-" in default.name
+    monkeypatch.delenv(compile_cache.ENV)
+    monkeypatch.setattr(compile_cache, "accelerator_installed", lambda: True)
+    assert compile_cache.cache_dir() == default  # with an accelerator plugin: on
 
 
 def _run(tmp_path, out: str, cache: str):

@@ -1,9 +1,13 @@
-"""JAX's persistent compilation cache, on by default: a repeated command or a restarted
-notebook reads compiled programs from disk instead of compiling them again.
+"""JAX's persistent compilation cache: a repeated command or a restarted notebook reads
+compiled programs from disk instead of compiling them again.
 
   TOYMODELS_COMPILE_CACHE=DIR   keep the cache in DIR
+  TOYMODELS_COMPILE_CACHE=on    keep it in the default folder (below)
   TOYMODELS_COMPILE_CACHE=off   no persistent cache (also: 0, false, no)
-  default                       $XDG_CACHE_HOME/toymodels/jax/<host>, else
+  unset                         on where JAX has an accelerator plugin installed (CUDA,
+                                ROCm, TPU), off on a CPU-only install: there jaxlib 0.9
+                                logs the error lines below for every program it loads
+  default folder                $XDG_CACHE_HOME/toymodels/jax/<host>, else
                                 ~/.cache/toymodels/jax/<host>
 
 <host> names this machine's CPU (a hash of its model and instruction-set flags): XLA's CPU
@@ -28,13 +32,25 @@ MIN_COMPILE_SECONDS = 0.2
 _configured = False
 
 
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                       "jax_rocm7_plugin", "libtpu")
+"""Packages whose presence means JAX can run on an accelerator."""
+
+
+def accelerator_installed() -> bool:
+    import importlib.util
+    return any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_PLUGINS)
+
+
 def cache_dir() -> Path | None:
     """Where toymodels keeps compiled programs; None when the cache is off."""
     value = os.environ.get(ENV, "").strip()
     if value.lower() in ("off", "0", "false", "no"):
         return None
-    if value:
+    if value and value.lower() not in ("on", "1", "true", "yes"):
         return Path(value).expanduser()
+    if not value and not accelerator_installed():
+        return None
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "toymodels" / "jax" / host_name()
 
