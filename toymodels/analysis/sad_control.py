@@ -153,9 +153,10 @@ def validate_planted(x, mask, W_Q, W_K, pair, key_pos, matched, *, rotations: in
     [n_pairs]: each pair's matched singular index of the head (-1: none significant).
     Models: 'head'; 'rank_one' (rank_one(W_Q, W_K), scored against the head's matching:
     at most one pair can be its top index); 'rotated' (the head's Haar-rotated bases, one
-    row per draw). Returns (rows: one per model and draw, with planted firings, share
-    recovered, pairs recovered, verdict, median N_recon at each of recon_fracs and at 1,
-    median sparseness; pair_rows: one per model, draw and pair, its share recovered)."""
+    row per draw). Returns (rows: one per model and draw: planted firings, the share of
+    them whose top is their own index, the share of sequences recovered, pairs recovered,
+    verdict, median N_recon at each of recon_fracs and at 1, median sparseness;
+    pair_rows: one per model, draw and pair, its share of sequences recovered)."""
     from dataclasses import replace
 
     from toymodels.analysis.sad import SadOptions, at, decompose
@@ -175,8 +176,10 @@ def validate_planted(x, mask, W_Q, W_K, pair, key_pos, matched, *, rotations: in
         pick = (lambda name: get(name)[i[fired]])
         top = get("top_k")
         top = np.where(fired, top[np.maximum(i, 0)], -1) if len(top) else np.full(P, -1)
-        v = planted_verdict(pair, recovered(top, fired, matched[pair]), len(matched))
+        ok = recovered(top, fired, matched[pair])
+        v = planted_verdict(pair, ok, len(matched))
         row = {"model": model, "draw": draw, "planted": P, "planted_firings": int(fired.sum()),
+               "top_is_own_index": float(ok.sum() / fired.sum()) if fired.any() else np.nan,
                "share_recovered": v["share_recovered"], "pairs_recovered": v["pairs_recovered"],
                "verdict": v["verdict"]}
         for f in fracs + (1.0,):
