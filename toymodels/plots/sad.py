@@ -167,7 +167,9 @@ def plot_planted_multi_pair(sad_toy_dir, out_path=None):
             ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
             ax.set_ylim(-0.03, 1.03)
             ax.set_xlabel("pair (targets fall geometrically 1 → 0.2)")
-            ax.set_ylabel("planted firings whose top\ncontribution is the pair's own index")
+            ax.set_ylabel("planted sequences whose firing's top\ncontribution is the pair's "
+                          "own index")
+            ax.set_xticks(pairs[::2])
             ax.set_title(f"{sub[0]['run']}, seed {seed}")
-            ax.legend(frameon=False, loc="center right", fontsize="small")
+            ax.legend(frameon=False, loc="center left", fontsize="small")
         return finish(fig, out_path)
