@@ -7,7 +7,8 @@ Shapes:
   x [L, P, T, D] each layer's attention input;  mask [P, T, T] key s visible to query d
   W_Q, W_K [L, n, H, D];  b_Q, b_K [L, n, H]
   U, V [L, n, D+1, K];  S [L, n, K];  R [L, n, K, K] (rotation control, draw 0)
-  N Haar draws of the control (options.rotations);  R_draws [L, n, N, K, K], R_draws[:, :, 0] = R
+  N Haar draws of the control (options.rotations);  one layer's draws [n, N, K, K]
+  (SadResult.rotation_draws(l)), draw 0 = R[l]: made per layer, so N·K² per head at a time
   per-pair arrays [L, P, n, T, T];  per-firing vectors [F];  c [F, K];  per-draw [F, N]
 
 For one head, x̃ = [x; 1] and the augmented factors Ã = [W_Q | b_Q] / H^¼,
@@ -25,7 +26,8 @@ B̃ = [W_K | b_K] / H^¼ give the logit ℓ(d, s) = x̃_dᵀ Ω̃ x̃_s with Ω�
   rotated twin  the same with c'_k = (x̃_dᵀ U R)_k (Rᵀ S Vᵀ (x̃_s − mean))_k, R Haar: every
                 score is kept, any alignment of the basis with the inputs is destroyed;
                 one draw per head (columns *_rot), or N (the control's spread: draw 0 is
-                the single draw, bit for bit; draws 1.. come from key fold_in(seed, r))
+                the single draw, bit for bit; draw r ≥ 1 of layer l from key
+                fold_in(fold_in(key(seed), r), l))
 
 Everything runs jit-compiled, batched over prompts, heads and token pairs, in two passes per
 chunk of prompts: pass 1 computes every pair's attention and rel (P·n·T·(T+K) numbers, the
@@ -149,7 +151,12 @@ class SadResult:
     draws: dict[str, np.ndarray] | None = None
     """With options.rotations > 1: DRAW_METRICS (and n_recon_rot_at_F), each [F, N], in the
     order of firings; column 0 equals the single-draw column."""
-    R_draws: np.ndarray | None = None  # [L, n, N, K, K]
+
+    def rotation_draws(self, layer: int) -> np.ndarray:
+        """The control's Haar rotations of one layer's heads, [n, N, K, K] (draw 0 is R[layer]);
+        regenerated from options.seed, as decompose made them."""
+        return np.asarray(draw_rotations(self.R[layer], jax.random.key(self.options.seed),
+                                         layer, draws=self.options.rotations))
 
     def firing_index(self, layer, prompt, head, d, s):
         """Row of each given pair in firings (index arrays broadcast); -1 where no firing."""
@@ -193,12 +200,13 @@ def head_bases(W_Q, W_K, b_Q, b_K, key):
 
 
 @partial(jax.jit, static_argnames=("draws",))
-def draw_rotations(R, key, *, draws):
-    """R_draws [..., N, K, K]: draw 0 is R (the single draw), draw r ≥ 1 comes from
-    fold_in(key, r), one Haar rotation per head."""
+def draw_rotations(R, key, layer, *, draws):
+    """One layer's draws [n, N, K, K] from its single-draw R [n, K, K]: draw 0 is R, draw
+    r ≥ 1 one Haar rotation per head from fold_in(fold_in(key, r), layer)."""
     shape = R.shape[:-1]
-    more = jax.vmap(lambda r: random_rotations(jax.random.fold_in(key, r),
-                                               jnp.ones(shape, bool)))(jnp.arange(1, draws))
+    more = jax.vmap(lambda r: random_rotations(
+        jax.random.fold_in(jax.random.fold_in(key, r), layer),
+        jnp.ones(shape, bool)))(jnp.arange(1, draws))
     return jnp.moveaxis(jnp.concatenate([R[None], more], axis=0), 0, -3)
 
 
@@ -347,9 +355,6 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     U, S, V, R = (np.asarray(a) for a in head_bases(W_Q, W_K, b_Q, b_K, key))
     K = S.shape[-1]
     N = options.rotations
-    R_draws = np.asarray(draw_rotations(R, key, draws=N)) if N > 1 else None
-    # pass 3 takes draws 1..N-1 as [N-1, n, K, K] per layer; draw 0 is pass 2's *_rot
-    R_more = None if R_draws is None else np.moveaxis(R_draws[:, :, 1:], 2, 1)
     fracs = tuple(float(f) for f in options.recon_fracs)
     ok = np.ones((P, T), bool) if special is None or not options.exclude_special \
         else ~np.asarray(special, bool)
@@ -377,8 +382,12 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(tasks), desc="sad", unit="chunk", leave=False)
+    R_more, R_layer = None, None
     for l, p0 in tasks:
         ps = slice(p0, p0 + p_chunk)
+        if N > 1 and R_layer != l:  # pass 3 takes draws 1..N-1 [N-1, n, K, K] of this layer
+            R_more = np.moveaxis(np.asarray(draw_rotations(R[l], key, l, draws=N))[:, 1:], 1, 0)
+            R_layer = l
         dense, coords, n_vis = _pass_pairs(x_pad[l, ps], mask_pad[ps], ok_pad[ps], U[l], S[l],
                                            V[l], R[l], threshold=options.threshold)
         keep = slice(0, max(0, min(p_chunk, P - p0)))
@@ -397,7 +406,7 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
             for k, v in res.items():
                 found[k].append(np.asarray(v)[:m])
             if R_more is not None:
-                res = _pass_draws(coords, n_vis, R_more[l], *batch,
+                res = _pass_draws(coords, n_vis, R_more, *batch,
                                   recon_frac=options.recon_frac, extra_fracs=fracs)
                 for k, v in res.items():
                     more[k].append(np.asarray(v)[:, :m].T)  # [m, N-1]
@@ -412,13 +421,13 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     firings = {k: np.concatenate(v) if v else np.zeros(0, dtypes.get(k, np.int32))
                for k, v in found.items()}
     draws = None
-    if R_draws is not None:  # column 0: the single draw's column itself
+    if N > 1:  # column 0: the single draw's column itself
         draws = {k: np.concatenate([firings[k][:, None],
                                     np.concatenate(more[k]) if more[k]
                                     else np.zeros((0, N - 1), firings[k].dtype)], axis=1)
                  for k in draw_names}
     return SadResult(pairs=pairs, firings=firings, S=S, U=U, V=V, R=R, options=options,
-                     draws=draws, R_draws=R_draws)
+                     draws=draws)
 
 
 def top_singular_index(result: SadResult, layer, prompt, head, d, s, rotated: bool = False):

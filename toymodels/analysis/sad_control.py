@@ -105,7 +105,7 @@ def overall_spread(firings: dict, draws: dict, table: dict, recon_fracs=()) -> d
     np.add.at(counts, table["draw"][fired], table["median_n_recon_rot"][fired] <= 4)
     per_draw["heads_median_n_recon_rot_le4"] = counts.tolist()
     out = {"draws": N, "quantiles": list(QUANTILES),
-           "seeds": "draw 0: key(seed); draw r: fold_in(key(seed), r)"}
+           "seeds": "draw 0: key(seed); draw r of layer l: fold_in(fold_in(key(seed), r), l)"}
     for k, v in per_draw.items():
         out[k] = {"per_draw": v, "q": quantiles(v).tolist()}
     return out
