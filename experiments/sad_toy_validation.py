@@ -30,6 +30,7 @@ usage: toymodels run transformer-retrieval --seeds 0-7 --out runs/transformer-re
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,11 @@ parser.add_argument("--overwrite", action="store_true", help="replace an existin
 parser.add_argument("--no-figure", action="store_true",
                     help="store the tables only (toymodels figures draws the figures)")
 args = parser.parse_args()
-sad.SadOptions(rotations=args.rotations).check()  # before any work
+try:  # before any work: one line and exit 2
+    sad.SadOptions(rotations=args.rotations).check()
+except ValueError as e:
+    sys.stderr.write(f"sad_toy_validation.py: error: {e}\n")
+    sys.exit(2)
 
 
 # ---- 1. rank one: the toy transformers ------------------------------------------------
