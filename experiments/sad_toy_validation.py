@@ -89,6 +89,10 @@ def matched_index(pairs, n, layer, head, batch, cfg):
                      for p in np.asarray(batch["pair"])])
 
 
+def significant(sigma) -> int:
+    return int(np.sum(sigma > DEFAULT_REL_TOL * sigma[0]))
+
+
 def medians(m, fired, keys):
     return {f"median_{k}": float(np.median(m[k][fired])) if fired.any() else None for k in keys}
 
@@ -117,8 +121,7 @@ for preset in filter(None, args.presets.split(",")):
                 "validation": "rank one", "run": preset, "seed": inst["seed"],
                 "layer": h["layer"], "head": h["head"], "accuracy": h["accuracy"],
                 "qk_matched": h["qk_matched"],
-                "significant_sigma": int(np.sum(result.S[h["layer"], h["head"]] >
-                                                DEFAULT_REL_TOL * result.S[h["layer"], h["head"], 0])),
+                "significant_sigma": significant(result.S[h["layer"], h["head"]]),
                 "planted_pairs": int(len(fired)), "planted_firings": int(fired.sum()),
                 "top_is_matched": float(np.mean(m["top_k"][fired] == matched[fired]))
                 if fired.any() else None,
@@ -162,7 +165,7 @@ if args.multi_pair:
             arrays["x"], arrays["mask"], arrays["W_Q"], arrays["W_K"], seqs["pair"],
             seqs["key_pos"], matched, rotations=args.rotations)
         tag = {"run": args.multi_pair, "seed": inst["seed"],
-               "significant_sigma": int(np.sum(S > DEFAULT_REL_TOL * S[0])),
+               "significant_sigma": significant(S),
                "pairs_matched": int(np.sum(matched >= 0))}
         multi += [tag | r for r in found]
         multi_pairs += [tag | r | {"target": cfg.template[r["pair"]][2]} for r in per_pair]
@@ -202,7 +205,7 @@ COLS = (("planted_firings", "d"), ("top_is_own_index", ".3f"), ("share_recovered
         ("median_n_recon_at_0.9", ".1f"), ("median_n_recon_at_0.99", ".1f"),
         ("median_n_recon_at_1", ".1f"), ("median_sparseness", ".3f"))
 if table:
-    print(f"\n2. RANK ≥ 3 (can fail): head | rotated foil 5–95% over draws | rank-one foil")
+    print("\n2. RANK ≥ 3 (can fail): head | rotated foil 5–95% over draws | rank-one foil")
 for seed in dict.fromkeys(r["seed"] for r in table):
     sub = [r for r in table if r["seed"] == seed]
     head, = (r for r in sub if r["model"] == "head")

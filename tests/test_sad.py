@@ -147,7 +147,7 @@ def test_toy_sad_inputs_keep_the_models_logits_and_plant_one_key(toy_run):
     cfg = run.config
     params = {k: v[0] for k, v in run.params.items()}
     seqs = toy.planted_sequences(cfg, 12, seed=0)
-    f, pair, key_pos = seqs["f"], seqs["pair"], seqs["key_pos"]
+    f, key_pos = seqs["f"], seqs["key_pos"]
     q, k_feat = cfg.template[0][:2]
     assert (f[:, -1, q] > 0).all() and (f[np.arange(12), key_pos, k_feat] > 0).all()
     assert ((f[:, :-1, k_feat] > 0).sum(1) == 1).all()  # the planted key is the only one
