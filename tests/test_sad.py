@@ -90,3 +90,76 @@ def test_sad_cli_on_a_transformer_run(transformer_run, tmp_path, capsys):
     record = json.loads((sad_out / "sad.json").read_text())
     assert record["architecture"] == "toymodels-transformer" and record["prompts"]["count"] == 8
     assert (sad_out / "firings.parquet").stat().st_size > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rotations", "0"], "rotations must be 1"), (["--rotations", "7"], "at least 20"),
+    (["--recon-fracs", "1.5"], "(0, 1]"), (["--recon-fracs", "0.9,x"], "comma-separated"),
+    (["--recon-fracs", "0.9,0.9"], "repeat")])
+def test_cli_bad_spread_options_one_line_exit_2(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"  # refused before the model is even looked up
+    try:
+        code, printed, err = cli(["sad", tmp_path / "nowhere", "--prompts", "ioi:4", "--out",
+                                  out, "--no-progress", *flags], capsys)
+    except SystemExit as e:  # argparse's own refusal (cli.main exits 2 there)
+        code, (printed, err) = e.code, capsys.readouterr()
+    assert code == 2 and printed == ""
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_cli_rotations_and_fractions(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("safetensors")
+    from pretrained_fixtures import write_gpt2
+    ckpt = write_gpt2(tmp_path / "gpt2")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("When Mary and John went to the store , John gave a drink to Mary .\n")
+    outs = {}
+    for name, flags in (("one", []), ("many", ["--rotations", "20", "--recon-fracs",
+                                               "0.9,0.99,1"])):
+        outs[name] = tmp_path / name
+        code, printed, err = cli(["sad", ckpt, "--prompts", prompts, "--out", outs[name],
+                                  "--no-progress", *flags], capsys)
+        assert code == 0, err
+    assert "rotated 5–95% over 20 draws" in printed and "median N_recon at 0.99" in printed
+    one, many = (pd.read_parquet(outs[k] / "firings.parquet") for k in ("one", "many"))
+    pd.testing.assert_frame_equal(many[one.columns], one)  # the default columns unchanged
+    assert (many["n_recon_at_0.9"] <= many["n_recon_at_0.99"]).all()
+    assert (many["n_recon_at_1"] == many["n_recon"]).all()
+    assert not (outs["one"] / "rotations.parquet").exists()
+    draws = pd.read_parquet(outs["many"] / "rotations.parquet")
+    heads = pd.read_parquet(outs["many"] / "heads.parquet")
+    assert len(draws) == 20 * len(heads) and {"median_n_recon_rot_q05",
+                                              "median_n_recon_rot_q95"} <= set(heads.columns)
+    record = json.loads((outs["many"] / "sad.json").read_text())
+    assert record["rotations"]["draws"] == 20 and record["options"]["rotations"] == 20
+    assert "rotations" not in json.loads((outs["one"] / "sad.json").read_text())
+
+
+def test_toy_sad_inputs_keep_the_models_logits_and_plant_one_key(toy_run):
+    import jax.numpy as jnp
+    from toymodels.families import toy
+    from toymodels.models.toy import ToyModel
+    from toymodels.rundir import load_run
+    from flax import nnx
+    run = load_run(toy_run)
+    cfg = run.config
+    params = {k: v[0] for k, v in run.params.items()}
+    seqs = toy.planted_sequences(cfg, 12, seed=0)
+    f, key_pos = seqs["f"], seqs["key_pos"]
+    q, k_feat = cfg.template[0][:2]
+    assert (f[:, -1, q] > 0).all() and (f[np.arange(12), key_pos, k_feat] > 0).all()
+    assert ((f[:, :-1, k_feat] > 0).sum(1) == 1).all()  # the planted key is the only one
+    arrays, names, meta = toy.sad_inputs(cfg, params, 12, seed=0)
+    model = ToyModel(cfg.N, cfg.D, cfg.H, init_scale=cfg.init_scale, rngs=nnx.Rngs(0))
+    for name in ("W", "W_Q", "W_K"):
+        getattr(model, name)[...] = jnp.asarray(params[name])
+    want = np.asarray(model.attention_logits(jnp.asarray(f[:, -1]), jnp.asarray(f[:, :-1])))
+    result = sad.decompose(**arrays)
+    # rel = logit − mean of the other keys' logits: the decomposition sees the model's logits
+    rel_want = want - (want.sum(1, keepdims=True) - want) / (cfg.m - 1)
+    np.testing.assert_allclose(result.pairs["rel"][0, :, 0, -1, :cfg.m], rel_want, rtol=1e-3,
+                               atol=1e-4)
+    assert not result.pairs["firing"][0, :, 0, :-1].any()  # only the query attends
+    assert len(names) == 12 and meta["architecture"] == "toymodels-toy"

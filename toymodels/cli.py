@@ -76,6 +76,7 @@ examples:
   toymodels sad path/to/gpt2 --prompts prompts.txt --out runs/sad-gpt2 --prepend-bos
   toymodels sad minilm --prompts ioi:64:1 --threshold 0.5 --out runs/sad-minilm-05
   toymodels sad runs/transformer-retrieval --prompts task:256 --out runs/sad-retrieval
+  toymodels sad minilm --prompts ioi:64 --rotations 20 --recon-fracs 0.9,0.99,1 --out runs/sad-minilm-spread
   python -c "import pandas as pd; print(pd.read_parquet('runs/sad-minilm/heads.parquet'))"
 """
 
@@ -241,11 +242,28 @@ def _sad_parser(subparsers) -> None:
     sad.add_argument("--prepend-bos", action="store_true",
                      help="prepend the model's BOS token to every prompt (GPT-2)")
     sad.add_argument("--seed", type=int, default=0, help="seed of the rotation control")
+    sad.add_argument("--rotations", type=int, default=1, metavar="N",
+                     help="Haar draws of the rotated control per head: 1 (default) or >= 20, "
+                          "for its 5/50/95%% over draws (rotations.parquet, heads.parquet "
+                          "STAT_q05/_q50/_q95, sad.json 'rotations'); draw 0 is the single "
+                          "draw of the same --seed")
+    sad.add_argument("--recon-fracs", type=_fractions, default=(), metavar="F,F,...",
+                     help="also N_recon at these reconstruction fractions, each in (0, 1] "
+                          "(columns n_recon_at_F), e.g. 0.9,0.99,1; --recon-frac stays the "
+                          "main number")
     sad.add_argument("--instance", type=int, default=0,
                      help="(toymodels run directory) which trained instance to decompose")
     sad.add_argument("--overwrite", action="store_true",
                      help="replace an existing SAD output in --out (once the new one is done)")
     sad.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         "numbers, e.g. 0.9,0.99,1") from None
 
 
 def _figures_parser(subparsers) -> None:
@@ -496,7 +514,8 @@ def _sad(args) -> int:
         args.model, args.prompts, args.out, threshold=args.threshold,
         recon_frac=args.recon_frac, include_special=args.include_special,
         fold_layernorm=args.fold_layernorm, prepend_bos=args.prepend_bos, seed=args.seed,
-        instance=args.instance, overwrite=args.overwrite, progress=not args.no_progress)
+        instance=args.instance, overwrite=args.overwrite, progress=not args.no_progress,
+        rotations=args.rotations, recon_fracs=args.recon_fracs)
     o = record["overall"]
     print(f"{inputs.name}: {len(prompts)} prompts, {o['heads']} heads, {o['firings']} firings "
           f"decomposed -> {args.out}")

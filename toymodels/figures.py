@@ -150,14 +150,18 @@ THEORY = Input("theory-quick", ("theory.json",),
                ("toymodels", "theory", "--quick", "--out", "{runs}/theory-quick"),
                redo=("--overwrite",), cost="10 min")
 SAD_MINILM = Input("sad-minilm", ("sad.json", "heads.parquet", "firings.parquet"),
-                   ("toymodels", "sad", "minilm", "--prompts", "ioi:64",
-                    "--out", "{runs}/sad-minilm"), redo=("--overwrite",), cost="20 s")
-SAD_TOY = Input("sad-toy", ("planted.parquet", "over_training.parquet"),
+                   ("toymodels", "sad", "minilm", "--prompts", "ioi:64", "--rotations", "20",
+                    "--recon-fracs", "0.9,0.99,1", "--out", "{runs}/sad-minilm"),
+                   redo=("--overwrite",), cost="1 min")
+# the rank-≥3 SAD validation's run: the toy multi-pair preset on seeds it was not designed on
+SAD_MULTI_PAIR = _run("multi-pair", "100-101", "5 min")
+SAD_TOY = Input("sad-toy", ("planted.parquet", "over_training.parquet", "multi_pair.parquet",
+                            "multi_pair_pairs.parquet"),
                 ("python", "{repo}/experiments/sad_toy_validation.py", "--runs", "{runs}",
                  "--out", "{runs}/sad-toy", "--no-figure"),
-                redo=("--overwrite",), cost="30 s",
+                redo=("--overwrite",), cost="1 min",
                 after=(TRANSFORMER["retrieval"].needing("dynamics.npz"),
-                       TRANSFORMER["control"].needing("dynamics.npz")))
+                       TRANSFORMER["control"].needing("dynamics.npz"), SAD_MULTI_PAIR))
 
 
 # The optimizer x frame study (docs/transformers.md; experiments/optimizer_frame.py): the
@@ -319,6 +323,11 @@ def _sad_toy(paths):
     return plot_planted_over_training(paths["sad"])
 
 
+def _sad_toy_multi_pair(paths):
+    from toymodels.plots.sad import plot_planted_multi_pair
+    return plot_planted_multi_pair(paths["sad"])
+
+
 def _sad_nrecon(paths):
     from toymodels.plots import plot_nrecon
     return plot_nrecon(paths["sad"])
@@ -381,6 +390,9 @@ def _registry() -> dict:
                    FEATURE_STRUCTURE, _feature_structure),
         FigureSpec("sad_toy_over_training", "SAD over training in the toy transformers "
                    "(Figure 7 analogue)", {"sad": SAD_TOY}, _sad_toy),
+        FigureSpec("sad_toy_multi_pair", "SAD validation that can fail: planted firings of "
+                   "20 pairs carried by their own singular index, beside rotated and "
+                   "rank-one foils", {"sad": SAD_TOY}, _sad_toy_multi_pair),
         FigureSpec("sad_minilm_nrecon", "SAD of MiniLM: N_recon beside the rotated control, "
                    "overall and per head", {"sad": SAD_MINILM}, _sad_nrecon),
         FigureSpec("sad_minilm_heads", "SAD of MiniLM: median N_recon, layer × head",

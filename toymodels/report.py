@@ -794,7 +794,25 @@ def _sad_page(src: Path) -> Page:
         [f"heads with median N_recon ≤ 4 (of {num(o.get('heads_with_firings'))} with "
          "firings)", num(o.get("heads_median_n_recon_le4")),
          num(o.get("heads_median_n_recon_rot_le4"))]]))
+    spread = record.get("rotations")
+    if spread and o.get("firings"):  # --rotations N: the control's spread over draws
+        page.p(f"The rotated control over {num(spread.get('draws'))} Haar draws per head "
+               "(draw 0 is the column above): 5%, 50% and 95% over draws.")
+        keys = [("share of firings with N_recon ≤ 4", "share_n_recon_le4"),
+                ("median N_recon", "median_n_recon"), ("median sparseness",
+                                                       "median_sparseness"),
+                ("heads with median N_recon ≤ 4", "heads_median_n_recon_le4")]
+        keys += [(f"median N_recon at {f:g}", f"median_n_recon_at_{f:g}")
+                 for f in (record.get("options") or {}).get("recon_fracs") or ()]
+        rows = []
+        for label, key in keys:
+            rot = key.replace("le4", "rot_le4") if key.startswith("heads") else \
+                key.replace("n_recon_at", "n_recon_rot_at") if "_at_" in key else key + "_rot"
+            if rot in spread and key in o:
+                rows.append([label, num(o[key]), *(num(v) for v in spread[rot]["q"])])
+        page.add(Table(["", "heads", "rotated 5%", "50%", "95%"], rows))
     cols = [c for c in ("layer", "head", "firings", "median_n_recon", "median_n_recon_rot",
+                        "median_n_recon_rot_q05", "median_n_recon_rot_q95",
                         "share_n_recon_le4", "share_n_recon_le4_rot", "median_sparseness",
                         "median_sparseness_rot", "sigma_1", "K") if c in heads.columns]
     hrows = [[num(r[c]) for c in cols] for r in _records(heads)]

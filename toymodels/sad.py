@@ -4,7 +4,9 @@ decomposition of a pretrained model's heads, or of a stored toy run's (docs/scie
 Every input is checked before any work (output directory, prompts, checkpoint, token
 counts); bad input gets one line and exit 2 and nothing is written. DIR holds:
   firings.parquet  one row per firing (sad.FIRING_COLUMNS)
-  heads.parquet    one row per head (sad.HEAD_COLUMNS)
+  heads.parquet    one row per head (sad.HEAD_COLUMNS; with --rotations N, each control
+                   statistic's 5/50/95% over the N draws, STAT_q05/_q50/_q95)
+  rotations.parquet  (--rotations N only) one row per head and Haar draw
   sad.json         model, prompts, options, LayerNorm folding, counts, versions, git commit
   prompts.txt      the prompts, one per line;  timing.json  seconds per stage
   nrecon.png, heads.png  figures drawn from the tables
@@ -88,7 +90,8 @@ def pretrained_inputs(ckpt, encoded, fold_layernorm: bool) -> SadInputs:
 def sad(model: str, prompts: str, out, *, threshold: float | None = None,
         recon_frac: float = 1.0, include_special: bool = False, fold_layernorm: bool = False,
         prepend_bos: bool = False, seed: int = 0, instance: int = 0, overwrite: bool = False,
-        progress: bool = True) -> tuple[dict, "SadInputs", list]:
+        progress: bool = True, rotations: int = 1,
+        recon_fracs: tuple = ()) -> tuple[dict, "SadInputs", list]:
     """Decompose every firing of a pretrained model (a Hugging Face folder, or 'minilm') or
     of a toymodels run directory on the prompts spec (ioi:N[:SEED], task:N[:SEED] or a
     file), beside a rotated control; writes out (see the module docstring). Everything is
@@ -98,11 +101,12 @@ def sad(model: str, prompts: str, out, *, threshold: float | None = None,
     from toymodels.pretrained.prompts import parse_prompts
     from toymodels.store import check_out_dir, claim
 
-    check_out_dir(out, overwrite, marker="sad.json")  # before any work
-    check_seed(seed, "--seed")
     options = SadOptions(threshold=threshold, recon_frac=recon_frac,
-                         exclude_special=not include_special, seed=seed)
-    options.check()
+                         exclude_special=not include_special, seed=seed, rotations=rotations,
+                         recon_fracs=tuple(recon_fracs))
+    options.check()  # before any work, as the output directory
+    check_out_dir(out, overwrite, marker="sad.json")
+    check_seed(seed, "--seed")
     path = Path(model)
     with claim(out, overwrite, marker="sad.json") as out:
         t0 = time.perf_counter()
@@ -138,8 +142,14 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
                            inputs.b_K, special=inputs.special, options=options,
                            progress=progress)
     t_sad = time.perf_counter() - t0
+    from toymodels.analysis import sad_control
     firings = sad.firing_table(result, inputs.mask, inputs.tokens)
-    heads = sad.head_table(firings, result.S)
+    fracs = options.recon_fracs
+    heads = sad.head_table(firings, result.S, fracs)
+    draws = None
+    if result.draws is not None:  # the control's spread over Haar draws
+        draws = sad_control.draw_table(result.firings, result.draws, result.S, fracs)
+        heads |= sad_control.spread_columns(draws, *result.S.shape[:2])
     L, P, T, D = inputs.x.shape
     n_tokens = [len(t) for t in inputs.tokens]
     record = {"model": inputs.name, **inputs.meta,
@@ -150,12 +160,17 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
                         "K": int(result.S.shape[-1])},
               "options": {**asdict(options), "threshold_rule": "1/n" if options.threshold
                           is None else "fixed", "recon_rtol": sad.RECON_RTOL},
-              "overall": sad.overall(firings, heads),
+              "overall": sad.overall(firings, heads, fracs),
               **provenance()}
+    if draws is not None:
+        record["rotations"] = sad_control.overall_spread(result.firings, result.draws, draws,
+                                                         fracs)
     record["versions"] |= _extra_versions()
     with staged(out, overwrite, marker="sad.json") as staging:
         sad.write_parquet(staging / "firings.parquet", firings)
         sad.write_parquet(staging / "heads.parquet", heads)
+        if draws is not None:
+            sad.write_parquet(staging / "rotations.parquet", draws)
         write_json(staging / "sad.json", record)
         (staging / "prompts.txt").write_text("\n".join(prompts) + "\n")
         write_json(staging / "timing.json", {**(timing or {}), "decompose_s": t_sad})
@@ -176,15 +191,33 @@ def _extra_versions() -> dict:
 
 
 def summary_lines(record: dict) -> str:
+    """The printed summary: each number beside the rotated control (draw 0), and with
+    --rotations N the control's 5–95% range over the draws."""
     o = record["overall"]
     if not o["firings"]:
         return "no firings"
-    return "\n".join([
-        f"{'':28s}{'heads':>10s}{'rotated':>10s}",
-        f"{'share of firings N_recon<=4':28s}{o['share_n_recon_le4']:10.3f}"
-        f"{o['share_n_recon_le4_rot']:10.3f}",
-        f"{'median N_recon':28s}{o['median_n_recon']:10.1f}{o['median_n_recon_rot']:10.1f}",
-        f"{'median sparseness':28s}{o['median_sparseness']:10.3f}"
-        f"{o['median_sparseness_rot']:10.3f}",
-        f"{'heads with median N_recon<=4':28s}{o['heads_median_n_recon_le4']:10d}"
-        f"{o['heads_median_n_recon_rot_le4']:10d}  (of {o['heads_with_firings']} with firings)"])
+    spread = record.get("rotations")
+    head = f"{'':28s}{'heads':>10s}{'rotated':>10s}"
+    if spread:
+        head += f"  rotated 5–95% over {spread['draws']} draws (median)"
+
+    def line(label, key, rot_key, fmt, qfmt):  # rot_key names sad.json's spread too
+        text = f"{label:28s}{o[key]:10{fmt}}{o[rot_key]:10{fmt}}"
+        if spread and rot_key in spread:
+            q = spread[rot_key]["q"]
+            text += f"  {q[0]:{qfmt}}–{q[2]:{qfmt}} ({q[1]:{qfmt}})"
+        return text
+
+    lines = [head,
+             line("share of firings N_recon<=4", "share_n_recon_le4", "share_n_recon_le4_rot",
+                  ".3f", ".3f"),
+             line("median N_recon", "median_n_recon", "median_n_recon_rot", ".1f", ".1f"),
+             line("median sparseness", "median_sparseness", "median_sparseness_rot", ".3f",
+                  ".3f"),
+             line("heads with median N_recon<=4", "heads_median_n_recon_le4",
+                  "heads_median_n_recon_rot_le4", "d", ".1f")
+             + f"  (of {o['heads_with_firings']} with firings)"]
+    for frac in record["options"].get("recon_fracs") or ():
+        lines.append(line(f"median N_recon at {frac:g}", f"median_n_recon_at_{frac:g}",
+                          f"median_n_recon_rot_at_{frac:g}", ".1f", ".1f"))
+    return "\n".join(lines)

@@ -6,8 +6,10 @@ Shapes:
   P prompts, T tokens; (d, s) a query (destination) and a key (source) position
   x [L, P, T, D] each layer's attention input;  mask [P, T, T] key s visible to query d
   W_Q, W_K [L, n, H, D];  b_Q, b_K [L, n, H]
-  U, V [L, n, D+1, K];  S [L, n, K];  R [L, n, K, K] (rotation control)
-  per-pair arrays [L, P, n, T, T];  per-firing vectors [F];  c [F, K]
+  U, V [L, n, D+1, K];  S [L, n, K];  R [L, n, K, K] (rotation control, draw 0)
+  N Haar draws of the control (options.rotations);  one layer's draws [n, N, K, K]
+  (SadResult.rotation_draws(l)), draw 0 = R[l]: made per layer, so N·K² per head at a time
+  per-pair arrays [L, P, n, T, T];  per-firing vectors [F];  c [F, K];  per-draw [F, N]
 
 For one head, x̃ = [x; 1] and the augmented factors Ã = [W_Q | b_Q] / H^¼,
 B̃ = [W_K | b_K] / H^¼ give the logit ℓ(d, s) = x̃_dᵀ Ω̃ x̃_s with Ω̃ = Ãᵀ B̃ = Σ_k σ_k u_k v_kᵀ
@@ -16,19 +18,24 @@ B̃ = [W_K | b_K] / H^¼ give the logit ℓ(d, s) = x̃_dᵀ Ω̃ x̃_s with Ω�
                 n_d ≥ 2, neither token special (optional)
   rel           ℓ(d, s) − mean_{s' ≠ s visible} ℓ(d, s')
   c_k           σ_k (x̃_d·u_k)(v_k·(x̃_s − mean_{s'≠s} x̃_s')),  Σ_k c_k = rel
-  N_recon       smallest m with (sum of the m largest c_k) ≥ recon_frac·rel, up to
-                RECON_RTOL·Σ|c_k| of float32 round-off
+  N_recon       smallest m with (sum of the m largest c_k) ≥ recon_frac·max(rel, 0), up to
+                RECON_RTOL·Σ|c_k| of float32 round-off (non-decreasing in recon_frac);
+                also at each of options.recon_fracs: columns n_recon_at_F
   sparseness    Rolls–Tovee (mean |c_k|)² / mean c_k², from 1/K (one term) to 1 (all equal)
   top_k         argmax_k c_k, the singular index carrying the largest contribution
   rotated twin  the same with c'_k = (x̃_dᵀ U R)_k (Rᵀ S Vᵀ (x̃_s − mean))_k, R Haar: every
-                score is kept, any alignment of the basis with the inputs is destroyed
+                score is kept, any alignment of the basis with the inputs is destroyed;
+                one draw per head (columns *_rot), or N (the control's spread: draw 0 is
+                the single draw, bit for bit; draw r ≥ 1 of layer l from key
+                fold_in(fold_in(key(seed), r), l))
 
 Everything runs jit-compiled, batched over prompts, heads and token pairs, in two passes per
 chunk of prompts: pass 1 computes every pair's attention and rel (P·n·T·(T+K) numbers, the
 chunk sized by `chunk_elements`), pass 2 decomposes only the firings, `firing_batch` at a
-time (sorting K contributions is the costly step, and most pairs do not fire). Each pass is
-one compiled program reused for every chunk, so memory stays bounded. Full float32 matmul
-precision.
+time (sorting K contributions is the costly step, and most pairs do not fire); with N > 1
+draws, a third pass decomposes the same firings under draws 1..N-1 as a scan over draws (one
+draw's [firing_batch, K, K] rotations in memory at a time). Each pass is one compiled program
+reused for every chunk, so memory stays bounded. Full float32 matmul precision.
 RoPE (one Ω per query–key offset) is not implemented: neither BERT nor GPT-2 uses it.
 """
 
@@ -51,6 +58,17 @@ PAIR_METRICS = ("firing", "attn", "rel")
 """Dense per-pair arrays [L, P, n, T, T]; the decomposition itself is kept for firings only."""
 FIRING_METRICS = ("n_recon", "sparseness", "top_k", "n_recon_rot", "sparseness_rot",
                   "top_k_rot")
+DRAW_METRICS = ("n_recon_rot", "sparseness_rot", "top_k_rot")
+"""Per firing and Haar draw, [F, N] (SadResult.draws; column 0 is the *_rot column)."""
+MIN_DRAWS = 20
+"""A 5–95% spread needs at least this many draws (fewer: the quantiles are the extremes)."""
+MAX_DRAWS = 1000
+
+
+def at(name: str, frac: float) -> str:
+    """Column of a metric at an extra reconstruction fraction: at('n_recon', 0.9) is
+    'n_recon_at_0.9'."""
+    return f"{name}_at_{frac:g}"
 
 
 def estimate_bytes(L: int, n: int, P: int, T: int, D: int) -> int:
@@ -84,6 +102,12 @@ class SadOptions:
     """Skip firings whose query or key is a special token ([CLS], [SEP], BOS)."""
     seed: int = 0
     """Seed of the Haar rotations of the control."""
+    rotations: int = 1
+    """Haar draws of the rotated control per head: 1 (today's single draw), or ≥ MIN_DRAWS
+    for the control's 5–95% spread. Draw 0 is always the single draw of the same seed."""
+    recon_fracs: tuple[float, ...] = ()
+    """Extra reconstruction fractions: N_recon at each as well (columns n_recon_at_F), for
+    the head, its rotated twin and every draw; recon_frac stays the main number."""
     chunk_elements: int = 1 << 22
     """Prompts per compiled call are chosen so that P·n·T·(T + K) stays under this."""
     firing_batch: int = 1 << 13
@@ -97,8 +121,17 @@ class SadOptions:
             raise AnalysisInputError(str(e)) from None
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise AnalysisInputError(f"threshold must be in (0, 1], got {self.threshold}")
-        if not 0 < self.recon_frac <= 1:
-            raise AnalysisInputError(f"recon_frac must be in (0, 1], got {self.recon_frac}")
+        for frac in (self.recon_frac, *self.recon_fracs):
+            if not 0 < frac <= 1:
+                raise AnalysisInputError(f"reconstruction fractions must be in (0, 1], got "
+                                         f"{frac:g}")
+        if len(set(self.recon_fracs)) != len(self.recon_fracs):
+            raise AnalysisInputError(f"recon_fracs {self.recon_fracs} repeat a value")
+        if isinstance(self.rotations, bool) or not isinstance(self.rotations, (int, np.integer)) \
+                or not (self.rotations == 1 or MIN_DRAWS <= self.rotations <= MAX_DRAWS):
+            raise AnalysisInputError(f"rotations must be 1 (one Haar draw) or {MIN_DRAWS}–"
+                                     f"{MAX_DRAWS} (a 5–95% spread needs at least {MIN_DRAWS} "
+                                     f"draws), got {self.rotations!r}")
         if self.chunk_elements < 1 or self.firing_batch < 1:
             raise AnalysisInputError("chunk_elements and firing_batch must be positive")
 
@@ -115,16 +148,32 @@ class SadResult:
     V: np.ndarray  # [L, n, D+1, K]
     R: np.ndarray  # [L, n, K, K]
     options: SadOptions
+    draws: dict[str, np.ndarray] | None = None
+    """With options.rotations > 1: DRAW_METRICS (and n_recon_rot_at_F), each [F, N], in the
+    order of firings; column 0 equals the single-draw column."""
 
-    def lookup(self, name, layer, prompt, head, d, s):
-        """A firing metric at the given pairs (index arrays broadcast); -1 where no firing."""
+    def rotation_draws(self, layer: int) -> np.ndarray:
+        """The control's Haar rotations of one layer's heads, [n, N, K, K] (draw 0 is R[layer]);
+        regenerated from options.seed, as decompose made them."""
+        return np.asarray(draw_rotations(self.R[layer], jax.random.key(self.options.seed),
+                                         layer, draws=self.options.rotations))
+
+    def firing_index(self, layer, prompt, head, d, s):
+        """Row of each given pair in firings (index arrays broadcast); -1 where no firing."""
         shape = self.pairs["firing"].shape
         want = np.ravel_multi_index(np.broadcast_arrays(layer, prompt, head, d, s), shape)
         have = np.ravel_multi_index(tuple(self.firings[k] for k in
                                           ("layer", "prompt", "head", "d", "s")), shape)
-        i = np.clip(np.searchsorted(have, want), 0, max(len(have) - 1, 0))
-        found = (have[i] == want) if len(have) else np.zeros(want.shape, bool)
-        return np.where(found, self.firings[name][i] if len(have) else -1, -1)
+        if not len(have):
+            return np.full(want.shape, -1)
+        i = np.clip(np.searchsorted(have, want), 0, len(have) - 1)
+        return np.where(have[i] == want, i, -1)
+
+    def lookup(self, name, layer, prompt, head, d, s):
+        """A firing metric at the given pairs (index arrays broadcast); -1 where no firing."""
+        i = self.firing_index(layer, prompt, head, d, s)
+        return np.where(i >= 0, self.firings[name][i], -1) if len(self.firings[name]) \
+            else np.full(i.shape, -1)
 
 
 def augmented_factors(W_Q, W_K, b_Q, b_K):
@@ -150,6 +199,17 @@ def head_bases(W_Q, W_K, b_Q, b_K, key):
         return U, S, V, R
 
 
+@partial(jax.jit, static_argnames=("draws",))
+def draw_rotations(R, key, layer, *, draws):
+    """One layer's draws [n, N, K, K] from its single-draw R [n, K, K]: draw 0 is R, draw
+    r ≥ 1 one Haar rotation per head from fold_in(fold_in(key, r), layer)."""
+    shape = R.shape[:-1]
+    more = jax.vmap(lambda r: random_rotations(
+        jax.random.fold_in(jax.random.fold_in(key, r), layer),
+        jnp.ones(shape, bool)))(jnp.arange(1, draws))
+    return jnp.moveaxis(jnp.concatenate([R[None], more], axis=0), 0, -3)
+
+
 def _coords(x, U, S, V):
     """Query coordinates a = x̃ U and σ-weighted key coordinates b = S Vᵀ x̃, [P, n, T, K]."""
     xt = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
@@ -172,16 +232,23 @@ def contributions(x, mask, U, S, V, R=None):
     return a[:, :, :, None, :] * b_rel
 
 
-def recon_metrics(c, rel, recon_frac):
-    """N_recon, Rolls–Tovee sparseness and the top index of contributions c [..., K]."""
-    c_sorted = -jnp.sort(-c, axis=-1)
-    reached = jnp.cumsum(c_sorted, axis=-1) >= (
-        recon_frac * rel - RECON_RTOL * jnp.sum(jnp.abs(c), axis=-1))[..., None]
+def recon_metrics(c, rel, recon_frac, extra_fracs=()):
+    """N_recon, Rolls–Tovee sparseness and the top index of contributions c [..., K], then
+    N_recon at each of extra_fracs. rel is clamped at 0 (a float32 sum a hair below 0 gets
+    N_recon 1 at every fraction), so N_recon never falls as the fraction grows."""
+    prefix = jnp.cumsum(-jnp.sort(-c, axis=-1), axis=-1)
+    slack = RECON_RTOL * jnp.sum(jnp.abs(c), axis=-1)
     K = c.shape[-1]
-    n_recon = jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1) + 1, K)
+
+    def n_recon(frac):
+        reached = prefix >= (frac * jnp.maximum(rel, 0.0) - slack)[..., None]
+        return jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1) + 1,
+                         K).astype(jnp.int16)
+
     sparseness = jnp.mean(jnp.abs(c), axis=-1) ** 2 / jnp.maximum(jnp.mean(c ** 2, axis=-1),
                                                                   1e-30)
-    return n_recon.astype(jnp.int16), sparseness, jnp.argmax(c, axis=-1).astype(jnp.int16)
+    return (n_recon(recon_frac), sparseness, jnp.argmax(c, axis=-1).astype(jnp.int16),
+            *(n_recon(f) for f in extra_fracs))
 
 
 @partial(jax.jit, static_argnames=("threshold",))
@@ -206,21 +273,45 @@ def _pass_pairs(x, mask, ok, U, S, V, R, *, threshold):
         return dict(firing=firing, attn=attn, rel=rel), coords, n_vis[:, 0, :, 0]
 
 
-@partial(jax.jit, static_argnames=("recon_frac",))
-def _pass_firings(coords, n_vis, p, h, d, s, *, recon_frac):
+@partial(jax.jit, static_argnames=("recon_frac", "extra_fracs"))
+def _pass_firings(coords, n_vis, p, h, d, s, *, recon_frac, extra_fracs=()):
     """Pass 2: decompose a batch of firings (index vectors p, h, d, s into the chunk)."""
     with jax.default_matmul_precision("highest"):
         others = jnp.maximum(n_vis[p, d] - 1, 1)[:, None]
         out = {}
+        names = ("n_recon", "sparseness", "top_k") + tuple(at("n_recon", f) for f in extra_fracs)
         for suffix, (a, b, b_sum) in (("", coords[:3]), ("_rot", coords[3:])):
             b_rel = b[p, h, s] - (b_sum[p, h, d] - b[p, h, s]) / others
             c = a[p, h, d] * b_rel
             rel = jnp.sum(c, axis=-1)
             if not suffix:
                 out["rel"] = rel
-            for k, v in zip(("n_recon", "sparseness", "top_k"), recon_metrics(c, rel, recon_frac)):
-                out[k + suffix] = v
+            for k, v in zip(names, recon_metrics(c, rel, recon_frac, extra_fracs)):
+                out[k.replace("n_recon", "n_recon" + suffix, 1) if k.startswith("n_recon_at")
+                    else k + suffix] = v
         return out
+
+
+@partial(jax.jit, static_argnames=("recon_frac", "extra_fracs"))
+def _pass_draws(coords, n_vis, R, p, h, d, s, *, recon_frac, extra_fracs=()):
+    """Pass 3: the rotated control of a batch of firings under draws R [N, n, K, K], a scan
+    over draws: DRAW_METRICS (and n_recon_rot_at_F) each [N, B]. Rotates the firing's own
+    coordinates, so only one draw's [B, K, K] rotations are held at a time."""
+    with jax.default_matmul_precision("highest"):
+        a, b, b_sum = coords[:3]
+        others = jnp.maximum(n_vis[p, d] - 1, 1)[:, None]
+        a_d, b_s, b_d = a[p, h, d], b[p, h, s], b_sum[p, h, d]  # [B, K]
+        rotate = partial(jnp.einsum, "bk,bkj->bj")
+
+        def one_draw(R_r):  # [n, K, K]
+            R_h = R_r[h]
+            b_s_r = rotate(b_s, R_h)
+            c = rotate(a_d, R_h) * (b_s_r - (rotate(b_d, R_h) - b_s_r) / others)
+            return recon_metrics(c, jnp.sum(c, axis=-1), recon_frac, extra_fracs)
+
+        out = jax.lax.map(one_draw, R)
+        names = DRAW_METRICS + tuple(at("n_recon_rot", f) for f in extra_fracs)
+        return dict(zip(names, out))
 
 
 def _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special):
@@ -260,9 +351,11 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     _check_inputs(x, mask, W_Q, W_K, b_Q, b_K, special)
     L, P, T, D = x.shape
     n = W_Q.shape[1]
-    U, S, V, R = (np.asarray(a) for a in head_bases(W_Q, W_K, b_Q, b_K,
-                                                     jax.random.key(options.seed)))
+    key = jax.random.key(options.seed)
+    U, S, V, R = (np.asarray(a) for a in head_bases(W_Q, W_K, b_Q, b_K, key))
     K = S.shape[-1]
+    N = options.rotations
+    fracs = tuple(float(f) for f in options.recon_fracs)
     ok = np.ones((P, T), bool) if special is None or not options.exclude_special \
         else ~np.asarray(special, bool)
 
@@ -278,15 +371,23 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     pairs = {"firing": np.zeros((L, P, n, T, T), bool), "attn": np.zeros((L, P, n, T, T),
                                                                           np.float32),
              "rel": np.zeros((L, P, n, T, T), np.float32)}
-    found = {k: [] for k in ("layer", "prompt", "head", "d", "s", "rel") + FIRING_METRICS}
+    extra = tuple(at(k, f) for f in fracs for k in ("n_recon", "n_recon_rot"))
+    found = {k: [] for k in ("layer", "prompt", "head", "d", "s", "rel") + FIRING_METRICS
+             + extra}
+    draw_names = DRAW_METRICS + tuple(at("n_recon_rot", f) for f in fracs)
+    more = {k: [] for k in draw_names}
     B = options.firing_batch
     tasks = [(l, p) for l in range(L) for p in range(0, P_pad, p_chunk)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(tasks), desc="sad", unit="chunk", leave=False)
+    R_more, R_layer = None, None
     for l, p0 in tasks:
         ps = slice(p0, p0 + p_chunk)
+        if N > 1 and R_layer != l:  # pass 3 takes draws 1..N-1 [N-1, n, K, K] of this layer
+            R_more = np.moveaxis(np.asarray(draw_rotations(R[l], key, l, draws=N))[:, 1:], 1, 0)
+            R_layer = l
         dense, coords, n_vis = _pass_pairs(x_pad[l, ps], mask_pad[ps], ok_pad[ps], U[l], S[l],
                                            V[l], R[l], threshold=options.threshold)
         keep = slice(0, max(0, min(p_chunk, P - p0)))
@@ -300,9 +401,15 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
             m = min(B, count - start)
             for j in range(4):
                 batch[j][:m] = idx[j][start:start + m]
-            res = _pass_firings(coords, n_vis, *batch, recon_frac=options.recon_frac)
+            res = _pass_firings(coords, n_vis, *batch, recon_frac=options.recon_frac,
+                                extra_fracs=fracs)
             for k, v in res.items():
                 found[k].append(np.asarray(v)[:m])
+            if R_more is not None:
+                res = _pass_draws(coords, n_vis, R_more, *batch,
+                                  recon_frac=options.recon_frac, extra_fracs=fracs)
+                for k, v in res.items():
+                    more[k].append(np.asarray(v)[:, :m].T)  # [m, N-1]
         found["layer"].append(np.full(count, l, np.int32))
         for name, i in zip(("prompt", "head", "d", "s"), idx):
             found[name].append((i + (p0 if name == "prompt" else 0)).astype(np.int32))
@@ -313,7 +420,14 @@ def decompose(x, mask, W_Q, W_K, b_Q=None, b_K=None, *, special=None,
     dtypes = {"rel": np.float32, "sparseness": np.float32, "sparseness_rot": np.float32}
     firings = {k: np.concatenate(v) if v else np.zeros(0, dtypes.get(k, np.int32))
                for k, v in found.items()}
-    return SadResult(pairs=pairs, firings=firings, S=S, U=U, V=V, R=R, options=options)
+    draws = None
+    if N > 1:  # column 0: the single draw's column itself
+        draws = {k: np.concatenate([firings[k][:, None],
+                                    np.concatenate(more[k]) if more[k]
+                                    else np.zeros((0, N - 1), firings[k].dtype)], axis=1)
+                 for k in draw_names}
+    return SadResult(pairs=pairs, firings=firings, S=S, U=U, V=V, R=R, options=options,
+                     draws=draws)
 
 
 def top_singular_index(result: SadResult, layer, prompt, head, d, s, rotated: bool = False):
@@ -346,13 +460,18 @@ def firing_table(result: SadResult, mask, tokens=None) -> dict[str, np.ndarray]:
     cols["attn"] = result.pairs["attn"][l, p, h, d, s]
     for k in ("rel",) + FIRING_METRICS:
         cols[k] = f[k]
+    for frac in result.options.recon_fracs:  # only when asked: default columns unchanged
+        for k in ("n_recon", "n_recon_rot"):
+            cols[at(k, frac)] = f[at(k, frac)]
     return cols
 
 
-def head_table(firings: dict, S: np.ndarray) -> dict[str, np.ndarray]:
-    """One row per head (all heads, also those without firings): HEAD_COLUMNS."""
+def head_table(firings: dict, S: np.ndarray, recon_fracs=()) -> dict[str, np.ndarray]:
+    """One row per head (all heads, also those without firings): HEAD_COLUMNS, then the
+    median N_recon at each of recon_fracs (head and rotated twin)."""
     L, n, K = S.shape
-    rows = {k: [] for k in HEAD_COLUMNS}
+    extra = tuple(at(f"median_{k}", f) for f in recon_fracs for k in ("n_recon", "n_recon_rot"))
+    rows = {k: [] for k in HEAD_COLUMNS + extra}
     index = firings["layer"].astype(np.int64) * n + firings["head"]
     order = np.argsort(index, kind="stable")
     bounds = np.searchsorted(index[order], np.arange(L * n + 1))
@@ -375,13 +494,21 @@ def head_table(firings: dict, S: np.ndarray) -> dict[str, np.ndarray]:
         rows["median_sparseness_rot"].append(med("sparseness_rot"))
         rows["sigma_1"].append(float(S[g // n, g % n, 0]))
         rows["K"].append(K)
+        for f in recon_fracs:
+            for k in ("n_recon", "n_recon_rot"):
+                rows[at(f"median_{k}", f)].append(med(at(k, f)))
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def overall(firings: dict, heads: dict) -> dict:
-    """Summary numbers of a run, with the rotated control beside each."""
+def overall(firings: dict, heads: dict, recon_fracs=()) -> dict:
+    """Summary numbers of a run, with the rotated control beside each (and, per extra
+    reconstruction fraction, the share ≤ 4 and median N_recon of both)."""
     f = firings
     has = heads["firings"] > 0
+    fire = len(f["rel"]) > 0
+    extra = {at(f"{stat}_{k}", frac): (float(fn(f[at(k, frac)])) if fire else None)
+             for frac in recon_fracs for k in ("n_recon", "n_recon_rot")
+             for stat, fn in (("median", np.median), ("share_le4", lambda v: np.mean(v <= 4)))}
     return {"firings": int(len(f["rel"])), "heads": int(len(heads["head"])),
             "heads_with_firings": int(has.sum()),
             "share_n_recon_le4": float(np.mean(f["n_recon"] <= 4)) if len(f["rel"]) else None,
@@ -393,7 +520,8 @@ def overall(firings: dict, heads: dict) -> dict:
             "median_sparseness_rot": float(np.median(f["sparseness_rot"]))
             if len(f["rel"]) else None,
             "heads_median_n_recon_le4": int(np.sum(heads["median_n_recon"][has] <= 4)),
-            "heads_median_n_recon_rot_le4": int(np.sum(heads["median_n_recon_rot"][has] <= 4))}
+            "heads_median_n_recon_rot_le4": int(np.sum(heads["median_n_recon_rot"][has] <= 4))
+            } | extra
 
 
 def write_parquet(path, columns: dict) -> None:

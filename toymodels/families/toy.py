@@ -135,9 +135,68 @@ def figure(run, path=None):
     return plot_alignment(run, path)
 
 
+def planted_sequences(cfg: ToyConfig, n: int, seed: int) -> dict:
+    """n sequences of the toy's own tokens, each with one planted firing whose key is known:
+    f [n, m + 1, N] (keys 0..m-1, the query last), pair [n] (template pair p = prompt mod
+    the number of pairs), key_pos [n]. Tokens come from the toy's own distribution
+    (tasks/toy.sample_batch, p_active and structure of cfg); then the query's feature of
+    pair p is set active and the key feature of pair p sits on key key_pos only (a U[0, 1]
+    magnitude, as any active feature; one-hot tokens become that feature). So this is the
+    task's distribution given that the query asks and exactly one key answers."""
+    import jax
+
+    if not cfg.template:
+        raise ValueError("the run has no template, so no planted firing to decompose")
+    key = jax.random.fold_in(jax.random.key(seed), 2 ** 30)  # not a training stream
+    k_batch, k_pos, k_mag = jax.random.split(key, 3)
+    f_q, f_k = (np.array(a) for a in sample_batch(
+        k_batch, jnp.asarray(cfg.p_active_vector, jnp.float32), n, cfg.m, cfg.tokens,
+        cfg.structure))
+    pair = np.arange(n) % len(cfg.template)
+    key_pos = np.asarray(jax.random.randint(k_pos, (n,), 0, cfg.m))
+    mag = np.asarray(jax.random.uniform(k_mag, (n, 2)))
+    rows = np.arange(n)
+    qf = np.array([cfg.template[p][0] for p in pair])
+    kf = np.array([cfg.template[p][1] for p in pair])
+    if cfg.tokens == "onehot":
+        f_q[rows] = 0.0
+        f_k[rows, key_pos] = 0.0
+        mag[:] = 1.0
+    f_k[rows, :, kf] = 0.0  # the planted key is the only one with the key feature
+    f_q[rows, qf] = np.maximum(f_q[rows, qf], mag[:, 0])
+    f_k[rows, key_pos, kf] = mag[:, 1]
+    return {"f": np.concatenate([f_k, f_q[:, None]], axis=1), "pair": pair,
+            "key_pos": key_pos}
+
+
 def sad_inputs(cfg: ToyConfig, params: dict, n: int, seed: int):
-    raise ValueError("the paper's toy model has no sequences to decompose; give a "
-                     "toy-transformer run")
+    """What `toymodels sad` decomposes for one instance: n planted_sequences, the query (last
+    token) seeing the m keys (no other row sees anything). x = W f; the model's logit
+    (W_Q r)·(W_K s) has no 1/√H, so both factors are scaled by H^¼ to make the
+    decomposition's Ω̃ = W_Qᵀ W_K / √H the model's Ω. Returns (arrays, token names, meta)."""
+    from toymodels.analysis.sad import check_fits
+
+    T = cfg.m + 1
+    check_fits(1, 1, n, T, cfg.D, f"--prompts task:{n}")
+    seqs = planted_sequences(cfg, n, seed)
+    W = np.asarray(params["W"], np.float32)  # [D, N]
+    x = (seqs["f"] @ W.T)[None].astype(np.float32)  # [1, n, T, D]
+    mask = np.zeros((n, T, T), bool)
+    mask[:, T - 1, :cfg.m] = True
+    scale = cfg.H ** 0.25
+    W_Q = (np.asarray(params["W_Q"], np.float32) * scale)[None, None]
+    W_K = (np.asarray(params["W_K"], np.float32) * scale)[None, None]
+    zeros = np.zeros(W_Q.shape[:-1], np.float32)
+    queries = {q for q, _, _ in cfg.template}
+    keys = {k for _, k, _ in cfg.template}
+    names = [[f"{t}:" + ("+".join([f"q{i}" for i in sorted(queries) if tok[i] > 0]
+                                  + [f"k{j}" for j in sorted(keys) if tok[j] > 0]) or "-")
+              for t, tok in enumerate(seq)] for seq in seqs["f"]]
+    meta = {"architecture": "toymodels-toy", "layernorm_folded": False, "causal": False,
+            "x_meaning": "the token's residual r = W f (keys 0..m-1, the query last)",
+            "planted": "query (last token) -> key_pos; pair = prompt mod len(template)"}
+    return {"x": x, "mask": mask, "W_Q": W_Q, "W_K": W_K, "b_Q": zeros, "b_K": zeros}, \
+        names, meta
 
 
 def table(summary: dict) -> str:

@@ -7,6 +7,8 @@
                             rotated control (paper Figure 7 analogue, for toy runs)
   plot_planted_over_training(dir)  the same for every head of the toy-transformer runs in
                             experiments/sad_toy_validation.py's over_training.parquet
+  plot_planted_multi_pair(dir)  the rank-≥3 validation: each pair's planted firings carried
+                            by its own matched index, beside the rotated and rank-one foils
 """
 
 from pathlib import Path
@@ -51,12 +53,17 @@ def plot_nrecon(sad_dir, out_path=None):
                           else [np.nan] * 3 for idx in groups]).reshape(-1, 3)
             ax1.vlines(pos + offset, q[:, 0], q[:, 2], color=color, lw=1.2, alpha=0.7)
             ax1.plot(pos + offset, q[:, 1], "o", ms=2.5, color=color)
+        if "median_n_recon_rot_q05" in h:  # --rotations N: the control's median over draws
+            ax1.vlines(pos + 0.2, h["median_n_recon_rot_q05"], h["median_n_recon_rot_q95"],
+                       color="black", lw=2.5, alpha=0.25)
         for layer in range(1, len(groups) // n):
             ax1.axvline(layer * n - 0.5, color="0.85", lw=0.6)
         ax1.set_xticks(np.arange(0, len(groups), n), [f"L{i}" for i in range(len(groups) // n)])
         ax1.set_xlabel("head (grouped by layer)")
         ax1.set_ylabel("N_recon (median, IQR)")
-        ax1.set_title("per head: heads (blue) vs rotated control (gray)")
+        ax1.set_title("per head: heads (blue) vs rotated control (gray)"
+                      + ("; its median's 5–95% over draws (shaded)"
+                         if "median_n_recon_rot_q05" in h else ""))
         return finish(fig, out_path)
 
 
@@ -127,4 +134,42 @@ def plot_planted_over_training(sad_toy_dir, out_path=None):
             ax.set_ylim(0, 1.02)
             ax.set_title(f"{preset}: every head, {len({h[0] for h in heads})} seeds")
             ax.legend(frameon=False, loc="lower left")
+        return finish(fig, out_path)
+
+
+def plot_planted_multi_pair(sad_toy_dir, out_path=None):
+    """The rank-≥3 validation (experiments/sad_toy_validation.py's
+    multi_pair_pairs.parquet): per pair, ordered by target strength, the share of its
+    planted sequences whose firing's top contribution is its own matched singular index,
+    for the trained head, its rotated foil (5–95% over Haar draws) and its rank-one foil;
+    one panel per seed."""
+    rows = pq.read_table(Path(sad_toy_dir) / "multi_pair_pairs.parquet").to_pylist()
+    seeds = list(dict.fromkeys(r["seed"] for r in rows))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = subplots(1, max(len(seeds), 1), figsize=(4.4 * max(len(seeds), 1), 3.2),
+                             layout="constrained", squeeze=False)
+        for ax, seed in zip(axes[0], seeds):
+            sub = [r for r in rows if r["seed"] == seed]
+            pairs = sorted({r["pair"] for r in sub})
+
+            def share(model):
+                return np.array([[r["share_recovered"] for r in sub
+                                  if r["model"] == model and r["pair"] == p] for p in pairs])
+
+            rot = share("rotated")
+            ax.fill_between(pairs, np.percentile(rot, 5, axis=1), np.percentile(rot, 95, axis=1),
+                            color=ROT_COLOR, alpha=0.35, step="mid",
+                            label=f"rotated foil, 5–95% of {rot.shape[1]} draws")
+            ax.plot(pairs, share("rank_one")[:, 0], "x", color="tab:red", ms=5,
+                    label="rank-one foil")
+            ax.plot(pairs, share("head")[:, 0], "o", color=HEADS_COLOR, ms=4,
+                    label="trained head")
+            ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel("pair (targets fall geometrically 1 → 0.2)")
+            ax.set_ylabel("planted sequences whose firing's top\ncontribution is the pair's "
+                          "own index")
+            ax.set_xticks(pairs[::2])
+            ax.set_title(f"{sub[0]['run']}, seed {seed}")
+            ax.legend(frameon=False, loc="center left", fontsize="small")
         return finish(fig, out_path)
