@@ -126,8 +126,9 @@ def test_transformer_head_passes_and_its_random_twin_fails(transformer_measured,
             (head,) = record["heads"]
             assert head["qk_n_significant"] == 1
             assert head["qk_foil_matched"] < _sphere_quantile(cfg.D, 0.99, sides=2)
-            # the rotated twin cannot judge rank one: it is the head itself
+            # the rotated twin cannot judge rank one: it is the head itself, so no foil
             assert head["qk_baseline_high"] == pytest.approx(head["qk_matched"], abs=1e-4)
+            assert head["qk_rotated_passes"] is None
 
 
 def test_transformer_table_prints_each_foil_beside_its_verdict_and_flags_a_passing_one(
@@ -144,6 +145,9 @@ def test_transformer_table_prints_each_foil_beside_its_verdict_and_flags_a_passi
     summary["instances"][0]["heads"][0] |= {"ov_foil_matched": 0.95, "ov_foil_passes": True}
     flagged = table(summary)
     assert "0.950!" in flagged and "the check cannot reject it" in flagged
+    assert "rotated twin" not in flagged  # rank one: no rotated foil to report
+    summary["instances"][1]["heads"][0]["qk_rotated_passes"] = True  # as a RoPE head's
+    assert "reaches QK >= 0.9 in 1 of 1 best heads of rank > 1" in table(summary)
     for inst in summary["instances"]:  # a run stored before foils: "-", no footnote
         for h in inst["heads"]:
             for key in [k for k in h if "foil" in k]:

@@ -25,12 +25,15 @@ HEAD_KEYS = ("qk_matched", "qk_cos_query_u", "qk_cos_key_v", "qk_baseline", "qk_
              "qk_baseline_high", "ov_matched", "ov_cos_u", "ov_cos_v", "qk_sigma_1",
              "ov_sigma_1", "qk_n_significant", "ov_n_significant", "qk_span_query",
              "qk_span_key", "qk_foil_matched", "qk_foil_cos_query_u", "qk_foil_cos_key_v",
-             "ov_foil_matched", "qk_foil_passes", "ov_foil_passes")
+             "ov_foil_matched", "qk_foil_passes", "ov_foil_passes", "qk_rotated_passes")
 """A head's numbers; the sweep row carries the best head's as best_<key>. The foil keys:
 qk_/ov_foil_matched is the random twin's matched alignment (its 95% quantile over
 families.FOIL_DRAWS draws), qk_foil_cos_query_u / _key_v its sides, and qk_/ov_foil_passes
 whether that foil reaches the ALIGNED bar (0.9) that the QK and OV verdicts apply (True
-would be a defect of the check: it could not reject a wrong head)."""
+would be a defect of the check: it could not reject a wrong head). qk_rotated_passes:
+whether the rotated twin's high end (qk_baseline_high) reaches the bar, i.e. the QK verdict
+cannot tell the head's singular basis from a rotation of it inside the same span; None at
+rank one, where that rotation is the head itself and no foil."""
 
 
 def head_records(cfg, params, analysis, accuracy, seeds=None) -> list[list[dict]]:
@@ -76,7 +79,9 @@ def head_records(cfg, params, analysis, accuracy, seeds=None) -> list[list[dict]
                     "qk_foil_cos_key_v": qk_foil["cos_key_v"],
                     "ov_foil_matched": ov_foil["matched"],
                     "qk_foil_passes": foil_passes(qk_foil["matched"]),
-                    "ov_foil_passes": foil_passes(ov_foil["matched"])})
+                    "ov_foil_passes": foil_passes(ov_foil["matched"]),
+                    "qk_rotated_passes": (foil_passes(high) if qk["n_significant"] > 1
+                                          else None)})
         records.append(heads)
     return records
 
@@ -183,7 +188,7 @@ def table(summary: dict) -> str:
               f"{'QK cos_v':>8} {'QK match':>8} {'foil':>6} {'OV match':>8} {'foil':>6} "
               f"{'solving':>7}  {'other heads: QK match [baseline 5–95%]':<40}")
     lines = [header, "-" * len(header)]
-    flagged = False
+    flagged, rotated = False, []
     for inst in summary["instances"]:
         if inst.get("diverged_step") is not None:  # its metrics are null: say why
             lines.append(f"{inst['seed']:>4} diverged at step {inst['diverged_step']} (task loss "
@@ -198,6 +203,8 @@ def table(summary: dict) -> str:
                                for h in others) or "-"
         foils = [_foil(best.get(f"{c}_foil_matched")) for c in ("qk", "ov")]
         flagged |= any(best.get(f"{c}_foil_passes") for c in ("qk", "ov"))
+        if best.get("qk_rotated_passes") is not None:
+            rotated.append(best["qk_rotated_passes"])
         lines.append(
             f"{inst['seed']:>4} {_loss(inst['final_loss']['task'])} "
             f"{b['layer']}.{b['head']:<3} {_f(best['accuracy']):>6} {_f(best['qk_cos_query_u']):>8} "
@@ -209,6 +216,11 @@ def table(summary: dict) -> str:
                      f"vectors), {FOIL_QUANTILE:.0%} quantile of {FOIL_DRAWS} draws; "
                      f"QK/OV >= {ALIGNED:g} is the verdict, which the foil must fail"
                      + ("; ! = the foil passes: the check cannot reject it" if flagged else ""))
+    if any(rotated):
+        lines.append(f"rotated twin (the head's singular bases rotated inside their own span, "
+                     f"95% quantile): reaches QK >= {ALIGNED:g} in {sum(rotated)} of "
+                     f"{len(rotated)} best heads of rank > 1; there the QK verdict tests the "
+                     "span, not the basis inside it")
     return "\n".join(lines)
 
 
