@@ -23,6 +23,9 @@ import numpy as np
 PRESETS = ("transformer-retrieval", "transformer-rope", "transformer-multi-pair",
            "transformer-full", "transformer-control")
 BAR = 0.9
+TOL = 1e-4
+"""A head within this of its rotated range's ends counts as inside: at rank one the range is
+the head's own value, computed once in float32 and once in float64."""
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--runs", default="runs", type=Path)
@@ -86,15 +89,15 @@ for name in PRESETS:
         print(f"other heads: accuracy {rng([h['accuracy'] for h in others])}, QK matched "
               f"{rng([h['qk_matched'] for h in others])}, foil {rng([h.get('qk_foil_matched') for h in others])}")
     heads = [h for i in insts for h in i["heads"]]
-    above = sum(h["qk_matched"] > h["qk_baseline_high"] for h in heads)
-    below = sum(h["qk_matched"] < h["qk_baseline_low"] for h in heads)
+    above = sum(h["qk_matched"] > h["qk_baseline_high"] + TOL for h in heads)
+    below = sum(h["qk_matched"] < h["qk_baseline_low"] - TOL for h in heads)
     print(f"all {len(heads)} heads: QK matched {rng([h['qk_matched'] for h in heads])}, σ1 "
           f"{rng([h['qk_sigma_1'] for h in heads], '{:.3g}')}; against their rotated range: "
           f"{len(heads) - above - below} inside, {below} below, {above} above; random twin "
           f"{rng([h.get('qk_foil_matched') for h in heads])}")
-    if name == "transformer-multi-pair":
-        print("per seed, best head QK above its rotated range: " + ", ".join(
-            f"{i['seed']}: {b['qk_matched'] > b['qk_baseline_high']}" for i, b in zip(insts, bests)))
+    print("per seed, best head QK above its rotated range: " + ", ".join(
+        f"{i['seed']}: {b['qk_matched'] > b['qk_baseline_high'] + TOL}"
+        for i, b in zip(insts, bests)))
     if cfg["positions"] == "rope":
         with np.load(run / "analysis.npz") as f:
             offsets, cos, logit = f["rope_offsets"], f["rope_qk_cos"], f["rope_planted_logit"]
