@@ -438,6 +438,6 @@ def sweep_table(out_dir) -> str:
                      f"foil passes: rows where it reaches {ALIGNED:g}"
                      + (" (! = the check cannot reject a wrong head there)" if flagged else ""))
     else:
-        lines.append("foil: - (this sweep was stored before foils; rerun it into a new "
-                     "directory to measure them)")
+        lines.append(f"foil: - (the rows have no {foil} column: a sweep stored before foils, "
+                     "or a family that measures none)")
     return "\n".join(lines)
