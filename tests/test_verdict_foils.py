@@ -201,3 +201,11 @@ def test_sweep_rows_and_table_carry_the_foil(tmp_path):
     assert header.split()[-3:] == ["foil", "foil", "passes"]
     assert line.split()[-2:] == [f"{rows['foil_min_matched_cos'].mean():.4f}", "0/2"]
     assert "!" not in text
+    rows.loc[0, "foil_min_matched_cos"] = 0.95  # a foil that passes: flagged
+    rows.to_parquet(tmp_path / "sweep" / "results.parquet")
+    flagged = sweep_table(tmp_path / "sweep")
+    assert flagged.splitlines()[1].split()[-1] == "1/2!" and "cannot reject" in flagged
+    rows.drop(columns=[c for c in rows if c.startswith("foil_")]).to_parquet(
+        tmp_path / "sweep" / "results.parquet")  # stored before foils: "-", and why
+    old = sweep_table(tmp_path / "sweep")
+    assert old.splitlines()[1].split()[-2:] == ["-", "-"] and "no foil_min" in old
