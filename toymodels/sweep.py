@@ -391,9 +391,19 @@ def _run_ray(groups: list[Group], address, plans: dict):
         yield ray.get(ref)
 
 
+FOIL_COLUMNS = {"best_qk_matched": "best_qk_foil_matched",
+                "min_matched_cos": "foil_min_matched_cos"}
+"""Each alignment column the sweep table prints -> the column of its foil in the same rows
+(the random twin's value, families.random_twin); sweeps stored before foils lack it."""
+
+
 def sweep_table(out_dir) -> str:
-    """One line per group: its shape, size, time and mean alignment."""
+    """One line per group: its shape, size, time and mean alignment, beside its foil's mean
+    (a random twin of each head) and how many of the group's rows the foil would pass
+    (foil >= families.ALIGNED: a defect of the check, flagged !)."""
     import pyarrow.parquet as pq
+
+    from toymodels.families import ALIGNED, FOIL_DRAWS, FOIL_QUANTILE
 
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -401,15 +411,33 @@ def sweep_table(out_dir) -> str:
     transformer = bool(rows) and "best_qk_matched" in rows[0]
     shape = ("D", "H", "n_layers", "n_heads") if transformer else ("N", "D", "H", "m")
     metric = "best_qk_matched" if transformer else "min_matched_cos"
+    foil = FOIL_COLUMNS[metric]
+    has_foil = bool(rows) and foil in rows[0]
     lines = [f"{'group':<13}" + "".join(f"{k[:8]:>9}" for k in shape) +
              f"{'inst':>6}{'sec':>8}{'comp':>5}{'diverged':>9}"
-             f"{'mean QK match (best head)' if transformer else 'mean min cos':>26}"]
+             f"{'mean QK match (best head)' if transformer else 'mean min cos':>26}"
+             f"{'foil':>8}{'foil passes':>12}"]
+    flagged = False
     for gid in manifest["group_order"]:
         sub = [r for r in rows if r["group"] == gid]
         cfg, stat = manifest["groups"][gid]["config"], manifest["groups"][gid]
         cos = [r[metric] for r in sub if r.get(metric) is not None]
+        foils = [r[foil] for r in sub if r.get(foil) is not None]
+        passing = sum(f >= ALIGNED for f in foils)
+        flagged |= passing > 0
+        foil_text = f"{np.mean(foils):.4f}" if foils else "-"
+        passes_text = (f"{passing}/{len(foils)}" + ("!" if passing else "")) if foils else "-"
         lines.append(f"{gid:<13}" + "".join(f"{cfg[k]:>9}" for k in shape) +
                      f"{len(sub):>6}{stat['seconds']:>8.1f}{stat['compiles']:>5}"
                      f"{sum(r['diverged'] for r in sub):>9}"
-                     f"{(f'{np.mean(cos):.4f}' if cos else '-'):>26}")
+                     f"{(f'{np.mean(cos):.4f}' if cos else '-'):>26}"
+                     f"{foil_text:>8}{passes_text:>12}")
+    if has_foil:
+        lines.append(f"foil: {foil}, a random twin of each head (its singular values, Haar-random "
+                     f"singular vectors; {FOIL_QUANTILE:.0%} quantile of {FOIL_DRAWS} draws); "
+                     f"foil passes: rows where it reaches {ALIGNED:g}"
+                     + (" (! = the check cannot reject a wrong head there)" if flagged else ""))
+    else:
+        lines.append(f"foil: - (the rows have no {foil} column: a sweep stored before foils, "
+                     "or a family that measures none)")
     return "\n".join(lines)

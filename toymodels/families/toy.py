@@ -10,7 +10,8 @@ from flax import nnx
 
 from toymodels.analysis.svd import DEFAULT_REL_TOL
 from toymodels.configs import Instance, ToyConfig
-from toymodels.families import Measured, final_losses
+from toymodels.families import (ALIGNED, FOIL_DRAWS, FOIL_QUANTILE, Measured, final_losses,
+                                foil_passes, random_twin)
 from toymodels.training.divergence import DIVERGENCE_FACTOR, mark_diverged, null_pair
 from toymodels.training.dynamics import first_crossings, make_recorder
 from toymodels.models.toy import ToyModel
@@ -82,6 +83,35 @@ def divergence_loss(curves: dict, inst) -> np.ndarray:
 
 SUMMARY_PAIR_KEYS = ("query_feature", "key_feature", "target", "sv_index", "cos_query_u",
                      "cos_key_v", "sigma", "significant")
+VERDICT_KEYS = ("min_matched_cos", "n_pairs_matched", "n_pairs_aligned",
+                "foil_min_matched_cos", "foil_mean_matched_cos", "foil_n_pairs_matched",
+                "foil_n_pairs_aligned", "foil_passes_pairs", "foil_passes_aligned")
+"""An instance's verdicts beside their foil, in its summary record and its sweep row: the
+head's worst pair (min over pairs of min(|cos_u|, |cos_v|), unmatched 0), how many pairs
+take a significant singular index (the table's "pairs") and how many of those are aligned
+(>= families.ALIGNED); then the same on the head's random twin (families.random_twin:
+Haar-random singular vectors with the head's singular values; 95% quantile of its draws).
+foil_passes_pairs: the twin matches as many pairs as the head (always, where every pair
+finds a significant index: the count alone cannot reject a wrong head);
+foil_passes_aligned: the twin's worst pair reaches the bar (a defect of the check)."""
+
+
+def verdicts(cfg: ToyConfig, W, W_Q, W_K, head: dict, pairs: list, seed) -> dict:
+    """One instance's VERDICT_KEYS: its head's analysis row and pair rows, and its random
+    twin built from W [D, N], W_Q, W_K [H, D] (seeded by seed)."""
+    foil = random_twin(W, np.asarray(W_Q, np.float64).T @ np.asarray(W_K, np.float64),
+                       cfg.template, seed=[seed, 19])
+    aligned = sum(p["sv_index"] is not None and min(p["cos_query_u"], p["cos_key_v"]) >= ALIGNED
+                  for p in pairs)
+    n_matched = head.get("n_pairs_matched")
+    return {"min_matched_cos": head.get("min_matched_cos"), "n_pairs_matched": n_matched,
+            "n_pairs_aligned": aligned if foil["matched"] is not None else None,
+            "foil_min_matched_cos": foil["min_matched"],
+            "foil_mean_matched_cos": foil["matched"],
+            "foil_n_pairs_matched": foil["n_matched"], "foil_n_pairs_aligned": foil["n_aligned"],
+            "foil_passes_pairs": (None if foil["n_matched"] is None or n_matched is None
+                                  else bool(foil["n_matched"] >= n_matched)),
+            "foil_passes_aligned": foil_passes(foil["min_matched"])}
 
 
 def analyze(cfg: ToyConfig, params: dict, rel_tol: float = DEFAULT_REL_TOL, seed: int = 0):
@@ -108,10 +138,14 @@ def measure(cfg: ToyConfig, instances: list[Instance], result, params: dict,
                             for p in analysis.pairs if p["instance"] == n]}
         if crossings is not None:
             record["dynamics"] = crossings[n]
-        records.append(record)
         ok = diverged[n] is None
+        verdict = verdicts(cfg, params["W"][n], params["W_Q"][n], params["W_K"][n], heads[n],
+                           [p for p in analysis.pairs if p["instance"] == n], inst.seed)
+        record |= verdict if ok else dict.fromkeys(verdict)
+        records.append(record)
         row = {**{f"final_{k}": v for k, v in record["final_loss"].items()},
-               **{k: v for k, v in heads[n].items() if k not in ("instance", "circuit")}}
+               **{k: v for k, v in heads[n].items() if k not in ("instance", "circuit")},
+               **verdict}
         rows.append(row if ok else dict.fromkeys(row))
         pairs = [{k: v for k, v in p.items() if k not in ("instance", "circuit")}
                  for p in analysis.pairs if p["instance"] == n]
@@ -200,12 +234,16 @@ def sad_inputs(cfg: ToyConfig, params: dict, n: int, seed: int):
 
 
 def table(summary: dict) -> str:
-    """A short fixed-width table: one row per instance."""
+    """A short fixed-width table: one row per instance. Beside the alignment verdicts, their
+    foil (VERDICT_KEYS): "aligned" counts pairs at >= families.ALIGNED, "foil" is the random
+    twin's worst pair; `!` marks a verdict its foil passes (on "pairs": a random head with the
+    same spectrum matches as many pairs, so the count alone rejects nothing)."""
     header = (f"{'seed':>4}  {'overrides':<28} {'recon':>8} {'attn':>8} {'σ1':>8} "
               f"{'σ2/σ1':>7} {'pairs':>5} {'min cos_u':>9} {'min cos_v':>9} "
-              f"{'align>0.9@':>10} {'interf<0.1@':>11}")
+              f"{'aligned':>7} {'foil':>6} {'align>0.9@':>10} {'interf<0.1@':>11}")
     lines = [header, "-" * len(header)]
     base = summary["config"]
+    flags = set()
     for inst in summary["instances"]:
         own = {k: v for k, v in inst["overrides"].items() if v != base[k]}
         own_text = ",".join(f"{k}={v:g}" for k, v in own.items()
@@ -223,10 +261,28 @@ def table(summary: dict) -> str:
         dyn = inst.get("dynamics") or {}
         steps = [dyn.get(k, "-") for k in ("step_alignment_above", "step_interference_below")]
         steps = ["never" if s is None else s for s in steps]
+        pairs_text = f"{len(matched)}" + ("!" if inst.get("foil_passes_pairs") else "")
+        aligned = inst.get("n_pairs_aligned")
+        aligned_text = "-" if aligned is None else f"{aligned}/{len(inst['pairs'])}"
+        foil = inst.get("foil_min_matched_cos")
+        foil_text = "-" if foil is None else f"{foil:.3f}" + (
+            "!" if inst.get("foil_passes_aligned") else "")
+        flags |= {k for k in ("foil_passes_pairs", "foil_passes_aligned") if inst.get(k)}
         lines.append(
             f"{inst['seed']:>4}  {own_text:<28.28} {_num(inst['final_loss']['recon'])} "
             f"{_num(inst['final_loss']['attn'])} {s[0]:>8.4f} {ratio:>7.4f} "
-            f"{len(matched):>5} {cu:>9.4f} {cv:>9.4f} {steps[0]:>10} {steps[1]:>11}")
+            f"{pairs_text:>5} {cu:>9.4f} {cv:>9.4f} {aligned_text:>7} {foil_text:>6} "
+            f"{steps[0]:>10} {steps[1]:>11}")
+    if any("foil_min_matched_cos" in inst for inst in summary["instances"]):
+        lines.append(
+            f"aligned: pairs with min(|cos_u|, |cos_v|) >= {ALIGNED:g}; foil: the same worst-pair "
+            f"|cos| of a random twin (the head's singular values, Haar-random singular vectors), "
+            f"{FOIL_QUANTILE:.0%} quantile of {FOIL_DRAWS} draws, which must stay below "
+            f"{ALIGNED:g}" + ("; ! = its foil passes that verdict, so it rejects nothing: "
+                              + " and ".join({"foil_passes_pairs": "pairs (a random twin with "
+                                              "the same spectrum matches as many)",
+                                              "foil_passes_aligned": "foil"}[k]
+                                             for k in sorted(flags)) if flags else ""))
     return "\n".join(lines)
 
 

@@ -5,13 +5,16 @@ Per instance: the task loss, each head's attention accuracy on the instance's ev
 batch, the head that solves the task (found from the accuracies, never assumed), and for
 every head its Hungarian-matched QK alignment with the planted pairs and OV alignment
 with the value features, beside the range that random rotations of the head's own
-singular bases give (the random-rotation baseline).
+singular bases give (the random-rotation baseline), and the foil of each verdict: the same
+measurement on a random twin of the head (families.random_twin: Haar-random singular
+vectors, the head's own singular values), which a check worth its name must reject.
 """
 
 import numpy as np
 
 from toymodels.analysis import head_rows
-from toymodels.families import Measured, final_losses
+from toymodels.families import (ALIGNED, FOIL_DRAWS, FOIL_QUANTILE, Measured, final_losses,
+                                foil_passes, random_twin)
 from toymodels.families.transformer import training as family
 from toymodels.families.transformer.training import SOLVED_ACCURACY
 
@@ -21,11 +24,21 @@ EXPORTS = ("transformer-lens",)
 HEAD_KEYS = ("qk_matched", "qk_cos_query_u", "qk_cos_key_v", "qk_baseline", "qk_baseline_low",
              "qk_baseline_high", "ov_matched", "ov_cos_u", "ov_cos_v", "qk_sigma_1",
              "ov_sigma_1", "qk_n_significant", "ov_n_significant", "qk_span_query",
-             "qk_span_key")
+             "qk_span_key", "qk_foil_matched", "qk_foil_cos_query_u", "qk_foil_cos_key_v",
+             "ov_foil_matched", "qk_foil_passes", "ov_foil_passes", "qk_rotated_passes")
+"""A head's numbers; the sweep row carries the best head's as best_<key>. The foil keys:
+qk_/ov_foil_matched is the random twin's matched alignment (its 95% quantile over
+families.FOIL_DRAWS draws), qk_foil_cos_query_u / _key_v its sides, and qk_/ov_foil_passes
+whether that foil reaches the ALIGNED bar (0.9) that the QK and OV verdicts apply (True
+would be a defect of the check: it could not reject a wrong head). qk_rotated_passes:
+whether the rotated twin's high end (qk_baseline_high) reaches the bar, i.e. the QK verdict
+cannot tell the head's singular basis from a rotation of it inside the same span; None at
+rank one, where that rotation is the head itself and no foil."""
 
 
-def head_records(cfg, params, analysis, accuracy) -> list[list[dict]]:
-    """Per instance, per (layer, head): accuracy, alignment and baseline numbers."""
+def head_records(cfg, params, analysis, accuracy, seeds=None) -> list[list[dict]]:
+    """Per instance, per (layer, head): accuracy, alignment, baseline and foil numbers.
+    seeds: each instance's seed, which seeds its random twins (default: its index)."""
     rows = {(r["instance"], r["layer"], r["head"], r["circuit"]): r for r in analysis.heads}
     pairs = {}
     for p in analysis.pairs:
@@ -41,6 +54,13 @@ def head_records(cfg, params, analysis, accuracy) -> list[list[dict]]:
                 qk, ov = rows[at + ("qk",)], rows[at + ("ov",)]
                 low, high = family.baseline_range(features[n, layer], W_Q[at], params["W_K"][at],
                                                   cfg.qk_template, seed=n)
+                own = n if seeds is None else seeds[n]
+                qk_foil = random_twin(features[n, layer],
+                                      W_Q[at].T.astype(np.float64) @ params["W_K"][at],
+                                      cfg.qk_template, seed=[own, layer, head, 0])
+                ov_foil = random_twin(features[n, layer],
+                                      params["W_O"][at].astype(np.float64) @ params["W_V"][at],
+                                      cfg.ov_template, seed=[own, layer, head, 1])
                 heads.append({
                     "layer": layer, "head": head, "accuracy": _finite(accuracy[at]),
                     "qk_matched": _matched(pairs.get(at + ("qk",), [])),
@@ -53,7 +73,15 @@ def head_records(cfg, params, analysis, accuracy) -> list[list[dict]]:
                     "qk_n_significant": qk["n_significant"],
                     "qk_span_query": qk.get("principal_cos_query_min"),
                     "qk_span_key": qk.get("principal_cos_key_min"),
-                    "ov_n_significant": ov["n_significant"]})
+                    "ov_n_significant": ov["n_significant"],
+                    "qk_foil_matched": qk_foil["matched"],
+                    "qk_foil_cos_query_u": qk_foil["cos_query_u"],
+                    "qk_foil_cos_key_v": qk_foil["cos_key_v"],
+                    "ov_foil_matched": ov_foil["matched"],
+                    "qk_foil_passes": foil_passes(qk_foil["matched"]),
+                    "ov_foil_passes": foil_passes(ov_foil["matched"]),
+                    "qk_rotated_passes": (foil_passes(high) if qk["n_significant"] > 1
+                                          else None)})
         records.append(heads)
     return records
 
@@ -87,7 +115,8 @@ def measure(cfg, instances, result, params: dict, diverged: list) -> Measured:
     alignment, the solving heads) and its sweep row (the best head's numbers)."""
     evaluation = family.evaluate(cfg, params, instances)
     analysis = family.analyze(cfg, params)
-    heads = head_records(cfg, params, analysis, evaluation["accuracy"])
+    heads = head_records(cfg, params, analysis, evaluation["accuracy"],
+                         seeds=[inst.seed for inst in instances])
     records, rows, pair_rows = [], [], []
     for n, inst in enumerate(instances):
         best = best_head(heads[n])
@@ -152,11 +181,14 @@ def figure(run, path=None):
 
 def table(summary: dict) -> str:
     """One row per instance: the best head (highest attention accuracy; the first head where
-    the task never asks), its alignment, and the other heads'."""
+    the task never asks), its alignment beside its foil (the random twin, families.
+    random_twin: `!` where the foil reaches the 0.9 bar, a check that cannot reject a wrong
+    head), and the other heads' QK beside their rotated-basis range."""
     header = (f"{'seed':>4} {'task loss':>9} {'best':>5} {'acc':>6} {'QK cos_u':>8} "
-              f"{'QK cos_v':>8} {'QK match':>8} {'OV match':>8} {'solving':>7}  "
-              f"{'other heads: QK match [baseline 5–95%]':<40}")
+              f"{'QK cos_v':>8} {'QK match':>8} {'foil':>6} {'OV match':>8} {'foil':>6} "
+              f"{'solving':>7}  {'other heads: QK match [baseline 5–95%]':<40}")
     lines = [header, "-" * len(header)]
+    flagged, rotated = False, []
     for inst in summary["instances"]:
         if inst.get("diverged_step") is not None:  # its metrics are null: say why
             lines.append(f"{inst['seed']:>4} diverged at step {inst['diverged_step']} (task loss "
@@ -169,12 +201,32 @@ def table(summary: dict) -> str:
         other_text = "; ".join(f"{h['layer']}.{h['head']} {_f(h['qk_matched'])} "
                                f"[{h['qk_baseline_low']:.2f}–{h['qk_baseline_high']:.2f}]"
                                for h in others) or "-"
+        foils = [_foil(best.get(f"{c}_foil_matched")) for c in ("qk", "ov")]
+        flagged |= any(best.get(f"{c}_foil_passes") for c in ("qk", "ov"))
+        if best.get("qk_rotated_passes") is not None:
+            rotated.append(best["qk_rotated_passes"])
         lines.append(
             f"{inst['seed']:>4} {_loss(inst['final_loss']['task'])} "
             f"{b['layer']}.{b['head']:<3} {_f(best['accuracy']):>6} {_f(best['qk_cos_query_u']):>8} "
-            f"{_f(best['qk_cos_key_v']):>8} {_f(best['qk_matched']):>8} "
-            f"{_f(best['ov_matched']):>8} {len(inst['solving_heads']):>7}  {other_text:<40.80}")
+            f"{_f(best['qk_cos_key_v']):>8} {_f(best['qk_matched']):>8} {foils[0]:>6} "
+            f"{_f(best['ov_matched']):>8} {foils[1]:>6} {len(inst['solving_heads']):>7}  "
+            f"{other_text:<40.80}")
+    if any("qk_foil_matched" in h for inst in summary["instances"] for h in inst["heads"] or []):
+        lines.append(f"foil: a random twin of the head (its singular values, Haar-random singular "
+                     f"vectors), {FOIL_QUANTILE:.0%} quantile of {FOIL_DRAWS} draws; "
+                     f"QK/OV >= {ALIGNED:g} is the verdict, which the foil must fail"
+                     + ("; ! = the foil passes: the check cannot reject it" if flagged else ""))
+    if any(rotated):
+        lines.append(f"rotated twin (the head's singular bases rotated inside their own span, "
+                     f"95% quantile): reaches QK >= {ALIGNED:g} in {sum(rotated)} of "
+                     f"{len(rotated)} best heads of rank > 1; there the QK verdict tests the "
+                     "span, not the basis inside it")
     return "\n".join(lines)
+
+
+def _foil(x) -> str:
+    """A foil's value, with ! where it reaches the ALIGNED bar; - where not measured."""
+    return "-" if x is None else f"{x:.3f}" + ("!" if foil_passes(x) else "")
 
 
 def _f(x):
