@@ -13,7 +13,8 @@ import pytest
 from helpers import REPO, TRANSFORMER_ARGS, copy_run
 from toymodels.plots.studies import (ALIGNED, feature_omega, matched_cosines,
                                      off_template_share, optimizer_frame_measure,
-                                     random_head_like, self_score, span_cosines)
+                                     pair_strengths, predicted_query_span, random_head_like,
+                                     self_score, side_weights, span_cosines)
 
 
 def _frame(D, seed=0):
@@ -77,10 +78,27 @@ def test_span_cosines_known_answers():
     Om_f = _centred_block(N, PAIRS, a, np.zeros(N))
     expected = np.sum(1 / a) / (2 * np.linalg.norm(1 / a))
     assert span_cosines(E, E @ Om_f @ E.T, PAIRS) == pytest.approx((expected, 1.0), abs=1e-9)
+    np.testing.assert_allclose(pair_strengths(Om_f, PAIRS), a)
+    assert predicted_query_span(pair_strengths(Om_f, PAIRS)) == pytest.approx(expected)
+    assert predicted_query_span([1.0, -1.0]) is None
     # two pairs, the raw first pair alone: the centred direction E_0 − E_1 is at 45°
     two = ((q[0], k[0], 1.0), (q[1], k[1], 1.0))
     raw = np.outer(E[:, q[0]], E[:, k[0]])
     assert span_cosines(E, raw, two) == pytest.approx((2 ** -0.5, 2 ** -0.5))
+
+
+def test_side_weights_locate_a_sides_shortfall():
+    from types import SimpleNamespace
+
+    D = 8
+    E = _frame(D, seed=2)
+    cfg = SimpleNamespace(queries=(0,), keys=(1,), value_features=(2, 3),
+                          background=(4, 5, 6, 7))
+    # u₁ = E_0, v₁ = (3 E_1 − 4 E_0 ... normalised): a self term on the key side
+    Omega = np.outer(E[:, 0], 0.6 * E[:, 1] - 0.8 * E[:, 0])
+    w = side_weights(E, Omega, cfg)
+    assert w["u_query"] == pytest.approx(1) and w["v_key"] == pytest.approx(0.36)
+    assert w["v_query"] == pytest.approx(0.64) and w["v_values"] == pytest.approx(0, abs=1e-12)
 
 
 def test_the_foil_keeps_rank_and_norm_and_fails_every_verdict():
@@ -131,8 +149,9 @@ def _plant(run_dir, W_Q, W_K):
 
 
 def test_rope_row_reads_omega_at_the_offset_and_its_foil_fails(tiny_runs, tmp_path):
-    """A head planted so that Ω_3 = E_q (a E_k + b E_q)ᵀ: both sides 1 at δ = 3, self
-    b/√H, off-template |b|/√(a² + b²); its foil fails the verdict."""
+    """A head planted so that Ω_3 = E_q (a E_k + b E_q)ᵀ: query side 1 and key side
+    a/√(a² + b²) at δ = 3, self b/√H, off-template |b|/√(a² + b²); it passes the verdict,
+    its foil fails it."""
     import jax.numpy as jnp
 
     from toymodels.models.transformer import rope_offset_queries
@@ -142,7 +161,7 @@ def test_rope_row_reads_omega_at_the_offset_and_its_foil_fails(tiny_runs, tmp_pa
     run = load_run(one)
     cfg, params = run.config, run.params
     (q, k, _), = cfg.pairs
-    a, b, E = 3.0, -1.5, params["E"][0].astype(np.float64)
+    a, b, E = 3.0, -1.0, params["E"][0].astype(np.float64)  # key side 0.949
     at_offset = np.zeros(params["W_Q"].shape, np.float32)
     at_offset[0, 0, 0, 0] = E[:, q]
     W_Q = np.asarray(rope_offset_queries(jnp.asarray(at_offset), [-cfg.offset],
@@ -166,8 +185,9 @@ def test_multi_pair_row_measures_the_centred_span_and_its_foil_fails(tiny_runs, 
     run = load_run(one)
     cfg, params = run.config, run.params
     E = params["E"][0].astype(np.float64)
-    Om_f = _centred_block(cfg.N, cfg.pairs, [2.0] * len(cfg.pairs),
-                          np.random.default_rng(0).normal(size=cfg.N) * 0.1)
+    shifts = np.random.default_rng(0).normal(size=cfg.N) * 0.1
+    shifts[list(cfg.queries)] = 0  # a shift from a query row would tilt the query side
+    Om_f = _centred_block(cfg.N, cfg.pairs, [2.0] * len(cfg.pairs), shifts)
     Omega = E @ Om_f @ E.T  # E orthonormal (N = D): Eᵀ Ω E = Om_f
     U, S, Vt = np.linalg.svd(Omega)
     H = cfg.H

@@ -194,7 +194,11 @@ OPTIMIZER_FRAME_TASKS = {
     # at AdamW's per-step shrink (the preset's 0.05 at rate 1 shrinks the weights 5% a step
     # and holds them at the small-init saddle). The same 3,000 steps and schedule as AdamW.
     "retrieval": OptimizerFrameTask("transformer-retrieval", "100-107", 1.0),
-    "rope": OptimizerFrameTask("transformer-rope", "100-107", 1.0),  # 0.3, 1 trained; 3, 10 diverged
+    # RoPE, SGD on seeds 0-3 (4,000 steps): rates 0.3 and 1 solved the task, 3 and 10 diverged.
+    "rope": OptimizerFrameTask("transformer-rope", "100-107", 1.0),
+    # Multi-pair, SGD on seeds 0-3 (a 1,000-step probe): 3 diverged, 1 reached attention
+    # accuracy 0.45-0.53, 0.3 had not left chance (0.125). Seeds 100-103 only: 8 seeds of
+    # six runs did not fit the CPU time the study had.
     "multi-pair": OptimizerFrameTask("transformer-multi-pair", "100-103", 1.0),
 }
 OPTIMIZER_FRAME_SEEDS = OPTIMIZER_FRAME_TASKS["retrieval"].seeds

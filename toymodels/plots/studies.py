@@ -227,6 +227,46 @@ def off_template_share(Omega_f, pairs, centred: bool = False) -> float:
     return float(np.sqrt(np.sum(Om ** 2) / total)) if total > 0 else float("nan")
 
 
+def pair_strengths(Omega_f, pairs) -> np.ndarray:
+    """a_p [P]: each pair's least-squares strength on the centred template (off_template_share,
+    centred): row q_p's key block of Ω_f, its mean removed, projected on e_p − 1/P."""
+    keys, P = [p[1] for p in pairs], len(pairs)
+    out = []
+    for p, (q, _, _) in enumerate(pairs):
+        row = np.asarray(Omega_f, np.float64)[q, keys]
+        t = np.full(P, -1.0 / P)
+        t[p] += 1.0
+        out.append(float((row - row.mean()) @ t / (t @ t)))
+    return np.array(out)
+
+
+def predicted_query_span(strengths) -> float | None:
+    """What the centred template with per-pair strengths a_p leaves the query side: its rows
+    a_p (e_p − 1/P) sum to zero with weights 1/a_p, so Ω's top P − 1 left singular vectors
+    are orthogonal to Σ_p E_{q_p}/a_p rather than to the mean query feature, and their
+    smallest principal cosine with the centred query features is cos∠(1/a, 1) (None unless
+    every a_p > 0). The key side stays the centred span whatever the strengths."""
+    a = np.asarray(strengths, np.float64)
+    if not np.all(a > 0):
+        return None
+    return float(np.sum(1 / a) / (np.sqrt(a.size) * np.linalg.norm(1 / a)))
+
+
+def side_weights(E, Omega, cfg) -> dict:
+    """Where Ω's top singular pair puts its squared weight, by kind of feature (E an
+    orthonormal frame, N = D): u₁ on the query, key, value and background features, and
+    v₁ likewise (each side sums to 1), so a side's shortfall from the template is located."""
+    E = np.asarray(E, np.float64)
+    U, _, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
+    kinds = {"query": list(cfg.queries), "key": list(cfg.keys),
+             "values": list(cfg.value_features), "background": list(cfg.background)}
+    out = {}
+    for side, vec in (("u", U[:, 0]), ("v", Vt[0])):
+        c2 = (E.T @ vec) ** 2
+        out |= {f"{side}_{kind}": float(c2[idx].sum()) for kind, idx in kinds.items()}
+    return out
+
+
 def _smallest_principal_cos(F, B) -> float:
     Q, _ = np.linalg.qr(F)
     return float(np.linalg.svd(Q.T @ B, compute_uv=False).min())
@@ -329,13 +369,18 @@ def optimizer_frame_measure(run, i: int) -> dict:
     fq, fk, fm = matched_cosines(E, foil, pairs, K)
     row |= {"foil_query": fq, "foil_key": fk, "foil_qk": fm,
             "foil_off_template": off_template_share(feature_omega(E, foil), pairs, centred)}
+    if task != "multi-pair":
+        row |= side_weights(E, Omega, cfg)
     if task == "rope":  # the query token's score of itself: offset 0, Ω_0 = W_Qᵀ W_K
         W_Q0 = run.params["W_Q"][i, layer, head].astype(np.float64)
         row["self_0"] = self_score(feature_omega(E, W_Q0.T @ W_K), cfg.queries, cfg.H)
     if task == "multi-pair":
         sq, sk = span_cosines(E, Omega, pairs)
         fsq, fsk = span_cosines(E, foil, pairs)
+        a = pair_strengths(feature_omega(E, Omega), pairs)
         row |= {"span_query": sq, "span_key": sk, "foil_span_query": fsq, "foil_span_key": fsk,
+                "strength_ratio": float(a.min() / a.max()) if a.max() > 0 else None,
+                "span_query_predicted": predicted_query_span(a),
                 "rotated_low": h["qk_baseline_low"], "rotated_high": h["qk_baseline_high"],
                 "above_rotated": bool(matched > h["qk_baseline_high"])}
         row["score"], row["foil_score"] = min(sq, sk), min(fsq, fsk)
