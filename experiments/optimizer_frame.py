@@ -24,6 +24,7 @@ accuracy >= 0.9), else the best head, it reads, from the stored runs:
 
   python experiments/optimizer_frame.py --train [--task rope]  # trains the missing runs
   python experiments/optimizer_frame.py [--task rope]          # tables + figures, stored runs
+  python experiments/optimizer_frame.py --measure RUN_DIR      # the same numbers, any one run
 
 The runs, their commands and the measurements are toymodels.figures.OPTIMIZER_FRAME_TASKS,
 OPTIMIZERS, FRAMES and toymodels.plots.studies.optimizer_frame_rows; `toymodels figures
@@ -59,6 +60,7 @@ COLUMNS = {  # task: the table's (row key, heading), after optimizer, frame, ver
                    ("span_key", "centred span, key side"),
                    ("query", "per-pair query side"), ("key", "per-pair key side"),
                    ("qk", "per-pair matched"), ("ov", "OV"),
+                   ("self", "self, mean E_qᵀΩE_q/√H"),
                    ("off_template", "off the centred template")),
 }
 FOIL = {"retrieval": ("foil_query", "foil_key"), "rope": ("foil_query", "foil_key"),
@@ -147,6 +149,25 @@ def markdown(summary: list[dict], task: str = "retrieval") -> str:
     return "\n".join(lines)
 
 
+def measure_one(run_dir: Path) -> None:
+    from toymodels.plots.studies import optimizer_frame_measure, optimizer_frame_task
+    from toymodels.rundir import load_run
+
+    run = load_run(run_dir)
+    task = optimizer_frame_task(run.config)
+    rows = [optimizer_frame_measure(run, i) for i in range(len(run.summary["instances"]))]
+    keys = ["seed", "solved", "task_loss"] + [k for k, _ in COLUMNS[task][1:]] + [
+        "score", "foil_score", "ov_gain", "ov_gain_others"]
+    print(f"{run_dir} ({task}): " + ", ".join(keys))
+    for r in rows:
+        print("  " + "  ".join(f"{k}={r.get(k):.4g}" if isinstance(r.get(k), float)
+                               else f"{k}={r.get(k)}" for k in keys))
+    for k in keys[3:]:
+        r = _range(rows, k)
+        if r:
+            print(f"  {k}: {r[0]:.3f}–{r[1]:.3f}")
+
+
 def main():
     from toymodels.plots.studies import optimizer_frame_rows
 
@@ -159,7 +180,13 @@ def main():
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"stored runs (default {RUNS})")
     parser.add_argument("--out", type=Path, default=ROOT / "figures",
                         help="where the figures go (default figures/)")
+    parser.add_argument("--measure", type=Path, metavar="RUN_DIR",
+                        help="print the study's numbers for each instance of one stored "
+                             "toy-transformer run (e.g. a longer run of one cell) and exit")
     args = parser.parse_args()
+    if args.measure:
+        measure_one(args.measure)
+        return
     runs = args.runs
     tasks = list(OPTIMIZER_FRAME_TASKS) if args.task == "all" else [args.task]
     if args.train:

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import REPO, TRANSFORMER_ARGS, copy_run
 from toymodels.plots.studies import (ALIGNED, feature_omega, matched_cosines,
-                                     off_template_share, optimizer_frame_measure,
+                                     off_template_share, optimizer_frame_measure, ov_gain,
                                      pair_strengths, predicted_query_span, random_head_like,
                                      self_score, side_weights, span_cosines)
 
@@ -99,6 +99,20 @@ def test_side_weights_locate_a_sides_shortfall():
     w = side_weights(E, Omega, cfg)
     assert w["u_query"] == pytest.approx(1) and w["v_key"] == pytest.approx(0.36)
     assert w["v_query"] == pytest.approx(0.64) and w["v_values"] == pytest.approx(0, abs=1e-12)
+    # two pairs of singular vectors, averaged: u on query 0 and background 4, v on key 1, value 2
+    w = side_weights(E, 2 * np.outer(E[:, 0], E[:, 1]) + np.outer(E[:, 4], E[:, 2]), cfg, r=2)
+    assert (w["u_query"], w["u_background"]) == pytest.approx((0.5, 0.5))
+    assert (w["v_key"], w["v_values"]) == pytest.approx((0.5, 0.5))
+
+
+def test_ov_gain_is_the_planted_map_relative_to_the_gains():
+    from types import SimpleNamespace
+
+    E = _frame(6, seed=4)
+    cfg = SimpleNamespace(value_features=(2, 3), value_gains=(1.0, 0.5))
+    OV = -0.5 * (np.outer(E[:, 2], E[:, 2]) + 0.5 * np.outer(E[:, 3], E[:, 3]))
+    W_V, W_O = OV, np.eye(6)  # OV = W_O W_V
+    assert ov_gain(E, W_V, W_O, cfg) == pytest.approx(-0.5)
 
 
 def test_the_foil_keeps_rank_and_norm_and_fails_every_verdict():

@@ -252,19 +252,30 @@ def predicted_query_span(strengths) -> float | None:
     return float(np.sum(1 / a) / (np.sqrt(a.size) * np.linalg.norm(1 / a)))
 
 
-def side_weights(E, Omega, cfg) -> dict:
-    """Where Ω's top singular pair puts its squared weight, by kind of feature (E an
-    orthonormal frame, N = D): u₁ on the query, key, value and background features, and
-    v₁ likewise (each side sums to 1), so a side's shortfall from the template is located."""
+def side_weights(E, Omega, cfg, r: int = 1) -> dict:
+    """Where Ω's top r singular pairs put their squared weight, by kind of feature (E an
+    orthonormal frame, N = D), averaged over the r: u on the query, key, value and
+    background features, and v likewise (each side sums to 1), so a side's shortfall from
+    the template is located (r = 1 for one pair; P − 1 for the multi-pair span)."""
     E = np.asarray(E, np.float64)
     U, _, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
     kinds = {"query": list(cfg.queries), "key": list(cfg.keys),
              "values": list(cfg.value_features), "background": list(cfg.background)}
     out = {}
-    for side, vec in (("u", U[:, 0]), ("v", Vt[0])):
-        c2 = (E.T @ vec) ** 2
+    for side, vecs in (("u", U[:, :r]), ("v", Vt[:r].T)):
+        c2 = np.mean((E.T @ vecs) ** 2, axis=1)
         out |= {f"{side}_{kind}": float(c2[idx].sum()) for kind, idx in kinds.items()}
     return out
+
+
+def ov_gain(E, W_V, W_O, cfg) -> float:
+    """How much of each value feature a head writes back, relative to what the task asks:
+    the mean over value features v of E_vᵀ OV E_v / g_v (1 for a head that carries the
+    planted map alone; heads that share the output split it, with either sign)."""
+    E = np.asarray(E, np.float64)
+    OV = np.asarray(W_O, np.float64) @ np.asarray(W_V, np.float64)
+    v = list(cfg.value_features)
+    return float(np.mean(np.diag(E[:, v].T @ OV @ E[:, v]) / np.asarray(cfg.value_gains)))
 
 
 def _smallest_principal_cos(F, B) -> float:
@@ -369,8 +380,11 @@ def optimizer_frame_measure(run, i: int) -> dict:
     fq, fk, fm = matched_cosines(E, foil, pairs, K)
     row |= {"foil_query": fq, "foil_key": fk, "foil_qk": fm,
             "foil_off_template": off_template_share(feature_omega(E, foil), pairs, centred)}
-    if task != "multi-pair":
-        row |= side_weights(E, Omega, cfg)
+    row |= side_weights(E, Omega, cfg, r=len(pairs) - 1 if centred else 1)
+    gains = [ov_gain(E, run.params["W_V"][i, layer, g], run.params["W_O"][i, layer, g], cfg)
+             for g in range(cfg.n_heads)]
+    row["ov_gain"] = gains[head]
+    row["ov_gain_others"] = float(sum(gains) - gains[head]) if cfg.n_heads > 1 else None
     if task == "rope":  # the query token's score of itself: offset 0, Ω_0 = W_Qᵀ W_K
         W_Q0 = run.params["W_Q"][i, layer, head].astype(np.float64)
         row["self_0"] = self_score(feature_omega(E, W_Q0.T @ W_K), cfg.queries, cfg.H)
