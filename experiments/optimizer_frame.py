@@ -13,6 +13,8 @@ accuracy >= 0.9), else the best head, it reads, from the stored runs:
                  vectors with the centred query (key) features: the task fixes Ω only up
                  to shifts that move all keys of a query together, so this is its yardstick
   ov             matched |cos| of OV with the value features
+  OV gain        mean over value features of E_vᵀ OV E_v / g_v, this head's and the other
+                 heads' summed (1 and 0 for a head that carries the planted map alone)
   self           E_qᵀ Ω E_q / √H (RoPE: of Ω_δ; self_0 of Ω_0, the query token's score of
                  itself): a part of the solution the QK template leaves out
   off-template   the share of ‖Ω_f‖_F, Ω_f = Eᵀ Ω E, outside the planted entries (q_p, k_p);
@@ -50,16 +52,19 @@ FIGURE = {"retrieval": "optimizer_frame", "rope": "optimizer_frame_rope",
 COLUMNS = {  # task: the table's (row key, heading), after optimizer, frame, verdicts
     "retrieval": (("task_loss", "task loss (max)"), ("accuracy", "attention accuracy"),
                   ("query", "QK query side"), ("key", "QK key side"), ("ov", "OV"),
+                  ("ov_gain", "OV gain"), ("ov_gain_others", "other head's OV gain"),
                   ("self", "self E_qᵀΩE_q/√H"), ("off_template", "off-template share")),
     "rope": (("task_loss", "task loss (max)"), ("accuracy", "attention accuracy"),
              ("query", "Ω₃ query side"), ("key", "Ω₃ key side"), ("ov", "OV"),
+             ("ov_gain", "OV gain"),
              ("self", "self E_qᵀΩ₃E_q/√H"), ("self_0", "self at δ = 0, E_qᵀΩ₀E_q/√H"),
              ("off_template", "off-template share of Ω₃")),
     "multi-pair": (("task_loss", "task loss (max)"), ("accuracy", "attention accuracy"),
                    ("span_query", "centred span, query side"),
                    ("span_key", "centred span, key side"),
                    ("query", "per-pair query side"), ("key", "per-pair key side"),
-                   ("qk", "per-pair matched"), ("ov", "OV"),
+                   ("qk", "per-pair matched"), ("ov", "OV"), ("ov_gain", "OV gain"),
+                   ("ov_gain_others", "other head's OV gain"),
                    ("self", "self, mean E_qᵀΩE_q/√H"),
                    ("off_template", "off the centred template")),
 }
@@ -157,7 +162,7 @@ def measure_one(run_dir: Path) -> None:
     task = optimizer_frame_task(run.config)
     rows = [optimizer_frame_measure(run, i) for i in range(len(run.summary["instances"]))]
     keys = ["seed", "solved", "task_loss"] + [k for k, _ in COLUMNS[task][1:]] + [
-        "score", "foil_score", "ov_gain", "ov_gain_others"]
+        "score", "foil_score"]
     print(f"{run_dir} ({task}): " + ", ".join(keys))
     for r in rows:
         print("  " + "  ".join(f"{k}={r.get(k):.4g}" if isinstance(r.get(k), float)
