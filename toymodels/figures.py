@@ -429,7 +429,7 @@ def _registry() -> dict:
                    "optimizer × frame, held-out seeds, beside a random-head foil",
                    OPTIMIZER_FRAME, _optimizer_frame("retrieval")),
         FigureSpec("optimizer_frame_rope", "the optimizer's frame, RoPE: Ω_δ's sides at the "
-                   "task's offset and self score, optimizer × frame, held-out seeds",
+                   "task's offset and the query's self score, optimizer × frame, held-out seeds",
                    OPTIMIZER_FRAME_BY_TASK["rope"], _optimizer_frame("rope")),
         FigureSpec("optimizer_frame_multi_pair", "the optimizer's frame, multi-pair: the "
                    "centred spans and per-pair |cos|, optimizer × frame, held-out seeds",

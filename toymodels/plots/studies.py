@@ -429,7 +429,7 @@ _PANELS = {  # task: (row key, its foil's key or None, axis label)
                   ("self", None, "self score E_qᵀΩE_q/√H")),
     "rope": (("query", "foil_query", "Ω₃ query side |cos(u₁, E_q)|"),
              ("key", "foil_key", "Ω₃ key side |cos(v₁, E_k)|"),
-             ("self", None, "Ω₃ self score E_qᵀΩ₃E_q/√H")),
+             ("self_0", None, "the query's score of itself\nE_qᵀΩ₀E_q/√H (δ = 0)")),
     "multi-pair": (("span_query", "foil_span_query", "centred span, query side\n"
                     "(smallest principal cos)"),
                    ("span_key", "foil_span_key", "centred span, key side\n"
@@ -444,7 +444,7 @@ def plot_optimizer_frame(rows: list[dict], out_path=None, task: str | None = Non
     """Per optimizer and frame, each instance's solving head (rows: optimizer_frame_rows of
     one task): the QK query and key sides (the centred spans with several pairs) with its
     foil's beside them (grey ×: a random head of the same rank and norm), and the self
-    score (the per-pair matched |cos| with several pairs)."""
+    score (RoPE: at δ = 0; with several pairs the per-pair matched |cos| instead)."""
     from toymodels.figures import FRAMES, OPTIMIZERS
 
     task = task or (rows[0].get("task", "retrieval") if rows else "retrieval")
@@ -469,7 +469,7 @@ def plot_optimizer_frame(rows: list[dict], out_path=None, task: str | None = Non
             ax.set_ylabel(label)
             if foil:
                 ax.axhline(ALIGNED, color="0.7", lw=0.8, ls="--")
-            if key == "self":
+            if key in ("self", "self_0"):
                 ax.axhline(0, color="0.7", lw=0.8)
         axes[0].legend(frameon=False, fontsize=7)
         fig.suptitle(f"{_TITLES[task]}, held-out seeds {span}: optimizer × frame "
