@@ -75,4 +75,4 @@ def test_optimizer_frame_study_reads_stored_runs(transformer_run, tmp_path):
         assert float(row["off_template"]) == pytest.approx(abs(b) / np.hypot(a, b), rel=1e-4)
         assert float(row["self"]) == pytest.approx(b / np.sqrt(H), rel=1e-4)
     assert (tmp_path / "fig" / "optimizer_frame.png").stat().st_size > 10_000
-    assert "| adamw | random |" in proc.stdout
+    assert "| AdamW | random |" in proc.stdout

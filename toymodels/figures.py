@@ -165,37 +165,85 @@ SAD_TOY = Input("sad-toy", ("planted.parquet", "over_training.parquet", "multi_p
 
 
 # The optimizer x frame study (docs/transformers.md; experiments/optimizer_frame.py): the
-# retrieval task trained with three optimizers on two frames, on held-out seeds.
-OPTIMIZER_FRAME_SEEDS = "100-107"
-OPTIMIZERS = {  # name: --set assignments of `toymodels run transformer-retrieval`
+# retrieval, RoPE and multi-pair tasks trained with three optimizers on two frames, on
+# held-out seeds (the presets were designed on seeds 0-7).
+OPTIMIZERS = {  # name: --set assignments of `toymodels run PRESET` (SGD's rate: per task)
     "adamw": ["optimizer=adamw"],
     "adamw_rotated": ["optimizer=adamw_rotated"],
-    # SGD: rate 1 (0.3 and 1 solved the task on seeds 0-3, 3 and 10 diverged); decoupled decay
-    # at AdamW's per-step shrink (3e-3 x 0.05 = 1.5e-4; the preset's 0.05 at rate 1 shrinks
-    # the weights 5% a step and holds them at the small-init saddle). The same 3,000 steps
-    # and schedule as AdamW.
-    "sgd": ["optimizer=sgd", "learning_rate=1.0", "weight_decay=0.00015"],
+    "sgd": ["optimizer=sgd"],
 }
 FRAMES = ("random", "axis")
+ADAMW_SHRINK = 3e-3 * 0.05
+"""AdamW's per-step weight shrink in every preset of the study (rate x decoupled decay);
+SGD's decay is set to give the same shrink at its own rate."""
 
 
-def optimizer_frame_dir(runs, optimizer: str, frame: str) -> Path:
-    """Where the study keeps the run of one optimizer and frame: RUNS/<optimizer>-<frame>."""
-    return Path(runs) / f"{optimizer}-{frame}"
+@dataclass(frozen=True)
+class OptimizerFrameTask:
+    """One task of the study: its preset, seeds, and SGD's rate (chosen on design seeds 0-3
+    by the probe its note describes)."""
+
+    preset: str
+    seeds: str
+    sgd_rate: float
+    note: str = ""
+
+    @property
+    def sgd_decay(self) -> float:
+        return round(ADAMW_SHRINK / self.sgd_rate, 12)
 
 
-def optimizer_frame_command(out, optimizer: str, frame: str) -> list[str]:
+OPTIMIZER_FRAME_TASKS = {
+    # SGD rate 1 (0.3 and 1 solved the task on seeds 0-3, 3 and 10 diverged); decoupled decay
+    # at AdamW's per-step shrink (the preset's 0.05 at rate 1 shrinks the weights 5% a step
+    # and holds them at the small-init saddle). The same 3,000 steps and schedule as AdamW.
+    "retrieval": OptimizerFrameTask("transformer-retrieval", "100-107", 1.0),
+    # RoPE, SGD on seeds 0-3 (4,000 steps): rates 0.3 and 1 solved the task, 3 and 10 diverged.
+    "rope": OptimizerFrameTask("transformer-rope", "100-107", 1.0),
+    # Multi-pair, SGD on seeds 0-3 (a 1,000-step probe): 3 diverged, 1 reached attention
+    # accuracy 0.45-0.53, 0.3 had not left chance (0.125). Seeds 100-103 only: 8 seeds of
+    # six runs did not fit the CPU time the study had.
+    "multi-pair": OptimizerFrameTask("transformer-multi-pair", "100-103", 1.0),
+}
+OPTIMIZER_FRAME_SEEDS = OPTIMIZER_FRAME_TASKS["retrieval"].seeds
+
+
+def optimizer_sets(optimizer: str, task: str = "retrieval") -> list[str]:
+    """The --set assignments of one optimizer in one task of the study."""
+    t = OPTIMIZER_FRAME_TASKS[task]
+    if optimizer == "sgd":
+        return OPTIMIZERS["sgd"] + [f"learning_rate={t.sgd_rate:g}",
+                                    f"weight_decay={t.sgd_decay:g}"]
+    return list(OPTIMIZERS[optimizer])
+
+
+def optimizer_frame_dir(runs, optimizer: str, frame: str, task: str = "retrieval") -> Path:
+    """Where the study keeps the run of one optimizer and frame: RUNS/<optimizer>-<frame>
+    for the retrieval task, RUNS/<task>/<optimizer>-<frame> for the others."""
+    sub = Path(runs) if task == "retrieval" else Path(runs) / task
+    return sub / f"{optimizer}-{frame}"
+
+
+def optimizer_frame_command(out, optimizer: str, frame: str, task: str = "retrieval") -> list[str]:
     """The `toymodels run` arguments that make one run of the study."""
-    sets = OPTIMIZERS[optimizer] + [f"frame={frame}"]
-    return ["run", "transformer-retrieval", "--seeds", OPTIMIZER_FRAME_SEEDS, "--out", str(out),
+    t = OPTIMIZER_FRAME_TASKS[task]
+    sets = optimizer_sets(optimizer, task) + [f"frame={frame}"]
+    return ["run", t.preset, "--seeds", t.seeds, "--out", str(out),
             *[a for s in sets for a in ("--set", s)]]
 
 
-OPTIMIZER_FRAME = {f"{o}-{f}": Input(f"optimizer-frame/{o}-{f}", ("summary.json", "params.npz"),
-                                     ("toymodels", *optimizer_frame_command(
-                                         f"{{runs}}/optimizer-frame/{o}-{f}", o, f)),
-                                     redo=("--overwrite",), cost="2 min")
-                   for o in OPTIMIZERS for f in FRAMES}
+def _optimizer_frame_inputs(task: str) -> dict:
+    folder = "optimizer-frame" if task == "retrieval" else f"optimizer-frame/{task}"
+    cost = {"retrieval": "2 min", "rope": "2 min", "multi-pair": "4 min"}[task]
+    return {f"{o}-{f}": Input(f"{folder}/{o}-{f}", ("summary.json", "params.npz"),
+                              ("toymodels", *optimizer_frame_command(
+                                  f"{{runs}}/{folder}/{o}-{f}", o, f, task)),
+                              redo=("--overwrite",), cost=cost)
+            for o in OPTIMIZERS for f in FRAMES}
+
+
+OPTIMIZER_FRAME = _optimizer_frame_inputs("retrieval")
+OPTIMIZER_FRAME_BY_TASK = {task: _optimizer_frame_inputs(task) for task in OPTIMIZER_FRAME_TASKS}
 
 
 # The feature-structure study (docs/structure.md; experiments/feature_structure.py): the
@@ -306,10 +354,14 @@ def _realism(paths):
     return plot_realism(paths["sweep"])
 
 
-def _optimizer_frame(paths):
-    from toymodels.plots.studies import optimizer_frame_rows, plot_optimizer_frame
-    (folder,) = {p.parent for p in paths.values()}  # every run of the study sits in it
-    return plot_optimizer_frame(optimizer_frame_rows(folder))
+def _optimizer_frame(task: str):
+    def draw(paths):
+        from toymodels.plots.studies import optimizer_frame_rows, plot_optimizer_frame
+        (folder,) = {p.parent for p in paths.values()}  # every run of one task sits in it
+        if task != "retrieval":
+            folder = folder.parent  # RUNS/<task>/<optimizer>-<frame>
+        return plot_optimizer_frame(optimizer_frame_rows(folder, task), task=task)
+    return draw
 
 
 def _feature_structure(paths):
@@ -383,8 +435,14 @@ def _registry() -> dict:
                    "learned embeddings, anisotropy and depth are switched on",
                    {"sweep": REALISM}, _realism),
         FigureSpec("optimizer_frame", "the optimizer's frame: QK sides and self score, "
-                   "optimizer × frame, held-out seeds", OPTIMIZER_FRAME,
-                   _optimizer_frame),
+                   "optimizer × frame, held-out seeds, beside a random-head foil",
+                   OPTIMIZER_FRAME, _optimizer_frame("retrieval")),
+        FigureSpec("optimizer_frame_rope", "the optimizer's frame, RoPE: Ω_δ's sides at the "
+                   "task's offset and the query's self score, optimizer × frame, held-out seeds",
+                   OPTIMIZER_FRAME_BY_TASK["rope"], _optimizer_frame("rope")),
+        FigureSpec("optimizer_frame_multi_pair", "the optimizer's frame, multi-pair: the "
+                   "centred spans and per-pair |cos|, optimizer × frame, held-out seeds",
+                   OPTIMIZER_FRAME_BY_TASK["multi-pair"], _optimizer_frame("multi-pair")),
         FigureSpec("feature_structure", "alignment under feature structure: correlated, "
                    "nested and Zipf firing, toy and transformer, held-out seeds",
                    FEATURE_STRUCTURE, _feature_structure),

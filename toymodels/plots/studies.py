@@ -4,9 +4,11 @@
   plot_feature_geometry(no_head, single_pair)  Figure 1 analogue: WᵀW and feature norms
   plot_dynamics(run)          Figure 3 analogue: alignment before orthogonalization
   plot_robustness(sweep)      Appendix A analogue: 1 − matched |cos| over λ, N, m, H
-  plot_optimizer_frame(rows)  the transformer's QK sides and self score, optimizer × frame
-                              (rows from optimizer_frame_rows(runs); the study's runs and
-                              their commands are toymodels.figures.OPTIMIZERS, FRAMES)
+  plot_optimizer_frame(rows)  a toy transformer's QK (sides or centred spans) and self
+                              score, optimizer × frame, beside a foil (rows from
+                              optimizer_frame_rows(runs, task): retrieval, rope or
+                              multi-pair; the study's runs and their commands are
+                              toymodels.figures.OPTIMIZER_FRAME_TASKS, OPTIMIZERS, FRAMES)
   plot_feature_structure(rows)  alignment under correlated, nested and Zipf firing (rows
                               from feature_structure_rows(runs); the runs and commands:
                               toymodels.figures.feature_structure_points)
@@ -174,72 +176,304 @@ def plot_robustness(sweep_dir, out_path=None, floor: float = 1e-7):
         return finish(fig, out_path)
 
 
-# ---- the optimizer's frame (transformer-retrieval, optimizer × frame) ------------------
+# ---- the optimizer's frame (retrieval, RoPE, multi-pair; optimizer × frame) -------------
+
+ALIGNED = 0.9
+"""A cell's verdict: the head's QK aligns when min(query side, key side) of its matched
+|cos| (retrieval, RoPE at the task's offset) or of its centred-span cosines (multi-pair)
+is at least this."""
+FOIL_SEED = 19
+"""Seed of the foils: per instance, a random head of the trained head's singular values."""
 
 
-def optimizer_frame_rows(runs) -> list[dict]:
-    """One row per instance of every stored run of the study: the solving head's (else the
-    best head's) QK sides, OV, self score E_qᵀΩE_q/√H and off-template share of
-    Ω_f = EᵀΩE."""
+def feature_omega(E, Omega) -> np.ndarray:
+    """Ω in feature coordinates, Ω_f = Eᵀ Ω E [N, N]: Ω_f[i, j] is the logit a token holding
+    only feature i (on the query) gives a token holding only feature j."""
+    E = np.asarray(E, np.float64)
+    return E.T @ np.asarray(Omega, np.float64) @ E
+
+
+def self_score(Omega_f, queries, H: int) -> float:
+    """E_qᵀ Ω E_q / √H, mean over the query features: how the head scores a token holding
+    the query feature from a query holding it, a part of the solution no QK template names."""
+    return float(np.mean([Omega_f[q, q] for q in queries]) / np.sqrt(H))
+
+
+def off_template_share(Omega_f, pairs, centred: bool = False) -> float:
+    """The share of ‖Ω_f‖_F outside the template, each pair at its own free strength a_p.
+
+    Plain: the template is the entries (q_p, k_p); share = ‖Ω_f, those entries zeroed‖_F /
+    ‖Ω_f‖_F. centred (the multi-pair task: every earlier token carries exactly one key
+    feature, so raising all key features alike for a query changes nothing the task sees):
+    each row's mean over the P key columns is removed first (Ω_c), and pair p's template is
+    row q_p's key block a_p (e_p − 1/P); share = ‖Ω_c − Σ_p a_p e_{q_p} (e_{k_p} − 1_K/P)ᵀ‖_F
+    / ‖Ω_c‖_F at the least-squares a_p. Needs P >= 2 (with one pair nothing is left)."""
+    Om = np.array(Omega_f, np.float64)
+    queries, keys = [p[0] for p in pairs], [p[1] for p in pairs]
+    if not centred:
+        total = float(np.sum(Om ** 2))
+        Om[queries, keys] = 0.0
+        return float(np.sqrt(np.sum(Om ** 2) / total)) if total > 0 else float("nan")
+    P = len(pairs)
+    if P < 2:
+        raise ValueError("the centred template needs at least two pairs")
+    Om[:, keys] -= Om[:, keys].mean(axis=1, keepdims=True)
+    total = float(np.sum(Om ** 2))
+    for p, q in enumerate(queries):
+        t = np.full(P, -1.0 / P)
+        t[p] += 1.0
+        row = Om[q, keys]
+        Om[q, keys] = row - (row @ t) / (t @ t) * t
+    return float(np.sqrt(np.sum(Om ** 2) / total)) if total > 0 else float("nan")
+
+
+def pair_strengths(Omega_f, pairs) -> np.ndarray:
+    """a_p [P]: each pair's least-squares strength on the centred template (off_template_share,
+    centred): row q_p's key block of Ω_f, its mean removed, projected on e_p − 1/P."""
+    keys, P = [p[1] for p in pairs], len(pairs)
+    out = []
+    for p, (q, _, _) in enumerate(pairs):
+        row = np.asarray(Omega_f, np.float64)[q, keys]
+        t = np.full(P, -1.0 / P)
+        t[p] += 1.0
+        out.append(float((row - row.mean()) @ t / (t @ t)))
+    return np.array(out)
+
+
+def predicted_query_span(strengths) -> float | None:
+    """What the centred template with per-pair strengths a_p leaves the query side: its rows
+    a_p (e_p − 1/P) sum to zero with weights 1/a_p, so Ω's top P − 1 left singular vectors
+    are orthogonal to Σ_p E_{q_p}/a_p rather than to the mean query feature, and their
+    smallest principal cosine with the centred query features is cos∠(1/a, 1) (None unless
+    every a_p > 0). The key side stays the centred span whatever the strengths."""
+    a = np.asarray(strengths, np.float64)
+    if not np.all(a > 0):
+        return None
+    return float(np.sum(1 / a) / (np.sqrt(a.size) * np.linalg.norm(1 / a)))
+
+
+def side_weights(E, Omega, cfg, r: int = 1) -> dict:
+    """Where Ω's top r singular pairs put their squared weight, by kind of feature (E an
+    orthonormal frame, N = D), averaged over the r: u on the query, key, value and
+    background features, and v likewise (each side sums to 1), so a side's shortfall from
+    the template is located (r = 1 for one pair; P − 1 for the multi-pair span)."""
+    E = np.asarray(E, np.float64)
+    U, _, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
+    kinds = {"query": list(cfg.queries), "key": list(cfg.keys),
+             "values": list(cfg.value_features), "background": list(cfg.background)}
+    out = {}
+    for side, vecs in (("u", U[:, :r]), ("v", Vt[:r].T)):
+        c2 = np.mean((E.T @ vecs) ** 2, axis=1)
+        out |= {f"{side}_{kind}": float(c2[idx].sum()) for kind, idx in kinds.items()}
+    return out
+
+
+def ov_gain(E, W_V, W_O, cfg) -> float:
+    """How much of each value feature a head writes back, relative to what the task asks:
+    the mean over value features v of E_vᵀ OV E_v / g_v (1 for a head that carries the
+    planted map alone; heads that share the output split it, with either sign)."""
+    E = np.asarray(E, np.float64)
+    OV = np.asarray(W_O, np.float64) @ np.asarray(W_V, np.float64)
+    v = list(cfg.value_features)
+    return float(np.mean(np.diag(E[:, v].T @ OV @ E[:, v]) / np.asarray(cfg.value_gains)))
+
+
+def _smallest_principal_cos(F, B) -> float:
+    Q, _ = np.linalg.qr(F)
+    return float(np.linalg.svd(Q.T @ B, compute_uv=False).min())
+
+
+def span_cosines(E, Omega, pairs) -> tuple[float, float]:
+    """(query, key): the smallest principal cosine between Ω's top P − 1 left (right)
+    singular vectors and the centred query (key) features E_i − mean_p E_{i_p}, the span the
+    multi-pair task identifies (experiments/multi_pair_span.py); 1 when Ω's leading
+    subspace is exactly it, whatever basis it picks inside."""
+    E = np.asarray(E, np.float64)
+    U, _, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
+    r = len(pairs) - 1
+    out = []
+    for side, B in ((0, U[:, :r]), (1, Vt[:r].T)):
+        F = E[:, [p[side] for p in pairs]]
+        out.append(_smallest_principal_cos((F - F.mean(1, keepdims=True))[:, :r], B))
+    return out[0], out[1]
+
+
+def matched_cosines(E, Omega, pairs, K: int,
+                    rel_tol: float | None = None) -> tuple[float, float, float]:
+    """(query, key, matched): Ω's matched |cos| against the planted pairs, the analysis'
+    own definition (analysis/head_rows.py; equal to a stored run's qk_cos_query_u,
+    qk_cos_key_v, qk_matched): pairs take singular indices among the first K whose σ >
+    rel_tol·σ_1 (Hungarian on |cos(E_i, u)|·|cos(E_j, v)|); the means over pairs of each
+    side's |cos| at the assigned index and of their minimum, a pair without one counting 0."""
+    from toymodels.analysis.head_rows import match
+    from toymodels.analysis.svd import DEFAULT_REL_TOL
+
+    rel_tol = DEFAULT_REL_TOL if rel_tol is None else rel_tol
+    E = np.asarray(E, np.float64)
+    E = E / np.linalg.norm(E, axis=0, keepdims=True)
+    U, S, Vt = np.linalg.svd(np.asarray(Omega, np.float64))
+    U, S, V = U[:, :K], S[:K], Vt[:K].T
+    sig = np.flatnonzero(S > rel_tol * S[0])
+    if not S[0] > 0 or not sig.size:
+        return 0.0, 0.0, 0.0
+    q, k = [p[0] for p in pairs], [p[1] for p in pairs]
+    cu, cv = np.abs(E[:, q].T @ U[:, sig]), np.abs(E[:, k].T @ V[:, sig])
+    cols = match(cu * cv)
+    rows, at, ok = np.arange(len(pairs)), np.maximum(cols, 0), cols >= 0
+    cu, cv = np.where(ok, cu[rows, at], 0.0), np.where(ok, cv[rows, at], 0.0)
+    return float(np.mean(cu)), float(np.mean(cv)), float(np.mean(np.minimum(cu, cv)))
+
+
+def random_head_like(Omega, K: int, rng) -> np.ndarray:
+    """The foil: a random head of Ω's rank and norm. Its K = min(H, D) singular values are
+    Ω's own (so its significant rank and ‖·‖_F are Ω's); its singular bases are Haar-random
+    in R^D, with no relation to the features."""
+    Omega = np.asarray(Omega, np.float64)
+    S = np.linalg.svd(Omega, compute_uv=False)[:K]
+    D = Omega.shape[0]
+
+    def haar_columns():
+        Q, R = np.linalg.qr(rng.standard_normal((D, D)))
+        return (Q * np.sign(np.diag(R)))[:, :K]
+
+    return haar_columns() @ np.diag(S) @ haar_columns().T
+
+
+def optimizer_frame_task(cfg) -> str:
+    """The study's name of a config's task: 'rope', 'multi-pair' (several pairs) or
+    'retrieval'."""
+    if cfg.task == "rope":
+        return "rope"
+    return "multi-pair" if len(cfg.pairs) > 1 else "retrieval"
+
+
+def optimizer_frame_measure(run, i: int) -> dict:
+    """Instance i of a stored toy-transformer run, as the study reads it: the solving head's
+    (else the best head's) accuracy, QK sides (at the task's offset with RoPE), OV, self
+    score and off-template share of Ω_f = EᵀΩE (centred with several pairs), the centred
+    span (several pairs), and the same numbers of its foil, a random head of the same rank
+    and norm (random_head_like), with each verdict (ALIGNED). The QK numbers are measured
+    from the stored parameters (matched_cosines: the analysis' definition); accuracy, OV
+    and the rotated twin's range are the run's own records."""
+    from toymodels.families.transformer.training import features_of, head_factors
+
+    cfg, inst = run.config, run.summary["instances"][i]
+    task = optimizer_frame_task(cfg)
+    row = {"seed": inst["seed"], "solved": inst["solved"], "task_loss": inst["eval_task_loss"]}
+    if inst["heads"] is None:  # diverged: nothing measured
+        return row | {"diverged_step": inst["diverged_step"]}
+    where = inst["solving_head"] or inst["best_head"]
+    layer, head = where["layer"], where["head"]
+    h = next(h for h in inst["heads"] if (h["layer"], h["head"]) == (layer, head))
+    E = features_of(cfg, run.params)[i, layer].astype(np.float64)  # [D, N]
+    W_Q = np.asarray(head_factors(cfg, run.params["W_Q"]))[i, layer, head].astype(np.float64)
+    W_K = run.params["W_K"][i, layer, head].astype(np.float64)
+    Omega = W_Q.T @ W_K  # Ω_δ at the task's offset with RoPE
+    K, pairs = min(cfg.H, cfg.D), cfg.pairs
+    foil = random_head_like(Omega, K, np.random.default_rng([FOIL_SEED, inst["seed"], i]))
+    centred = task == "multi-pair"
+    query, key, matched = matched_cosines(E, Omega, pairs, K)
+    row |= {"layer": layer, "head": head, "accuracy": h["accuracy"],
+            "query": query, "key": key, "qk": matched, "ov": h["ov_matched"],
+            "self": self_score(feature_omega(E, Omega), cfg.queries, cfg.H),
+            "off_template": off_template_share(feature_omega(E, Omega), pairs, centred)}
+    fq, fk, fm = matched_cosines(E, foil, pairs, K)
+    row |= {"foil_query": fq, "foil_key": fk, "foil_qk": fm,
+            "foil_off_template": off_template_share(feature_omega(E, foil), pairs, centred)}
+    row |= side_weights(E, Omega, cfg, r=len(pairs) - 1 if centred else 1)
+    gains = [ov_gain(E, run.params["W_V"][i, layer, g], run.params["W_O"][i, layer, g], cfg)
+             for g in range(cfg.n_heads)]
+    row["ov_gain"] = gains[head]
+    row["ov_gain_others"] = float(sum(gains) - gains[head]) if cfg.n_heads > 1 else None
+    if task == "rope":  # the query token's score of itself: offset 0, Ω_0 = W_Qᵀ W_K
+        W_Q0 = run.params["W_Q"][i, layer, head].astype(np.float64)
+        row["self_0"] = self_score(feature_omega(E, W_Q0.T @ W_K), cfg.queries, cfg.H)
+    if task == "multi-pair":
+        sq, sk = span_cosines(E, Omega, pairs)
+        fsq, fsk = span_cosines(E, foil, pairs)
+        a = pair_strengths(feature_omega(E, Omega), pairs)
+        row |= {"span_query": sq, "span_key": sk, "foil_span_query": fsq, "foil_span_key": fsk,
+                "strength_ratio": float(a.min() / a.max()) if a.max() > 0 else None,
+                "span_query_predicted": predicted_query_span(a),
+                "rotated_low": h["qk_baseline_low"], "rotated_high": h["qk_baseline_high"],
+                "above_rotated": bool(matched > h["qk_baseline_high"])}
+        row["score"], row["foil_score"] = min(sq, sk), min(fsq, fsk)
+    else:
+        row["score"], row["foil_score"] = min(row["query"], row["key"]), min(fq, fk)
+    row["aligned"] = bool(row["score"] >= ALIGNED)
+    row["foil_aligned"] = bool(row["foil_score"] >= ALIGNED)
+    return row
+
+
+def optimizer_frame_rows(runs, task: str = "retrieval") -> list[dict]:
+    """One row per instance of every stored run of the study for one task (runs:
+    the study's folder, toymodels.figures.optimizer_frame_dir): optimizer_frame_measure."""
     from toymodels.figures import FRAMES, OPTIMIZERS, optimizer_frame_dir
     from toymodels.rundir import load_run
 
     rows = []
     for optimizer in OPTIMIZERS:
         for frame in FRAMES:
-            run = load_run(optimizer_frame_dir(runs, optimizer, frame))
-            cfg = run.config
-            (q, k, _), = cfg.pairs
-            for i, inst in enumerate(run.summary["instances"]):
-                where = inst["solving_head"] or inst["best_head"]
-                layer, head = where["layer"], where["head"]
-                h = next(h for h in inst["heads"] if (h["layer"], h["head"]) == (layer, head))
-                E = run.params["E"][i].astype(np.float64)  # [D, N]
-                Omega = (run.params["W_Q"][i, layer, head].T.astype(np.float64)
-                         @ run.params["W_K"][i, layer, head])  # [D, D]
-                Omega_f = E.T @ Omega @ E
-                rows.append({"optimizer": optimizer, "frame": frame, "seed": inst["seed"],
-                             "solved": inst["solved"], "accuracy": h["accuracy"],
-                             "query": h["qk_cos_query_u"], "key": h["qk_cos_key_v"],
-                             "ov": h["ov_matched"], "self": Omega_f[q, q] / np.sqrt(cfg.H),
-                             "off_template": float(np.sqrt(max(
-                                 0.0, 1 - Omega_f[q, k] ** 2 / np.sum(Omega_f ** 2)))),
-                             "task_loss": inst["eval_task_loss"]})
+            run = load_run(optimizer_frame_dir(runs, optimizer, frame, task))
+            for i in range(len(run.summary["instances"])):
+                rows.append({"task": task, "optimizer": optimizer, "frame": frame,
+                             **optimizer_frame_measure(run, i)})
     return rows
 
 
 OPTIMIZER_LABELS = {"adamw": "AdamW", "adamw_rotated": "AdamW,\nrotated basis", "sgd": "SGD"}
 FRAME_COLORS = {"random": "C0", "axis": "C3"}
+_PANELS = {  # task: (row key, its foil's key or None, axis label)
+    "retrieval": (("query", "foil_query", "QK query side |cos(u₁, E_q)|"),
+                  ("key", "foil_key", "QK key side |cos(v₁, E_k)|"),
+                  ("self", None, "self score E_qᵀΩE_q/√H")),
+    "rope": (("query", "foil_query", "Ω₃ query side |cos(u₁, E_q)|"),
+             ("key", "foil_key", "Ω₃ key side |cos(v₁, E_k)|"),
+             ("self_0", None, "the query's score of itself\nE_qᵀΩ₀E_q/√H (δ = 0)")),
+    "multi-pair": (("span_query", "foil_span_query", "centred span, query side\n"
+                    "(smallest principal cos)"),
+                   ("span_key", "foil_span_key", "centred span, key side\n"
+                    "(smallest principal cos)"),
+                   ("qk", None, "per-pair matched |cos|")),
+}
+_TITLES = {"retrieval": "transformer-retrieval", "rope": "transformer-rope (Ω_δ at δ = 3)",
+           "multi-pair": "transformer-multi-pair (6 pairs)"}
 
 
-def plot_optimizer_frame(rows: list[dict], out_path=None):
-    """The QK query and key sides and the self score of each instance's solving head, per
-    optimizer and frame (rows: optimizer_frame_rows)."""
+def plot_optimizer_frame(rows: list[dict], out_path=None, task: str | None = None):
+    """Per optimizer and frame, each instance's solving head (rows: optimizer_frame_rows of
+    one task): the QK query and key sides (the centred spans with several pairs) with its
+    foil's beside them (grey ×: a random head of the same rank and norm), and the self
+    score (RoPE: at δ = 0; with several pairs the per-pair matched |cos| instead)."""
     from toymodels.figures import FRAMES, OPTIMIZERS
 
+    task = task or (rows[0].get("task", "retrieval") if rows else "retrieval")
     seeds = sorted({r["seed"] for r in rows})
     span = f"{seeds[0]}-{seeds[-1]}" if seeds else "none"
     with matplotlib.rc_context(STYLE):
         fig, axes = subplots(1, 3, figsize=(10, 3.3), layout="constrained")
-        for ax, key, label in zip(axes, ("query", "key", "self"),
-                                  ("QK query side |cos(u₁, E_q)|", "QK key side |cos(v₁, E_k)|",
-                                   "self score E_qᵀΩE_q/√H")):
+        for ax, (key, foil, label) in zip(axes, _PANELS[task]):
             for x, optimizer in enumerate(OPTIMIZERS):
                 for offset, frame in zip((-0.18, 0.18), FRAMES):
-                    ys = [r[key] for r in rows
-                          if (r["optimizer"], r["frame"]) == (optimizer, frame)
-                          and r[key] is not None]
-                    ax.plot(x + offset + np.linspace(-0.08, 0.08, len(ys)), ys, "o", ms=3,
-                            color=FRAME_COLORS[frame],
+                    mine = [r for r in rows if (r["optimizer"], r["frame"]) == (optimizer, frame)
+                            and r.get(key) is not None]
+                    xs = x + offset + np.linspace(-0.08, 0.08, len(mine))
+                    ax.plot(xs, [r[key] for r in mine], "o", ms=3, color=FRAME_COLORS[frame],
                             label=f"{frame} frame" if x == 0 else None)
+                    if foil:
+                        ax.plot(xs, [r[foil] for r in mine], "x", ms=3, color="0.6",
+                                label="foil: random head,\nsame rank and norm"
+                                if x == 0 and frame == FRAMES[0] else None)
             ax.set_xticks(range(len(OPTIMIZERS)), [OPTIMIZER_LABELS[o] for o in OPTIMIZERS],
                           fontsize=8)
             ax.set_ylabel(label)
-            if key == "self":
+            if foil:
+                ax.axhline(ALIGNED, color="0.7", lw=0.8, ls="--")
+            if key in ("self", "self_0"):
                 ax.axhline(0, color="0.7", lw=0.8)
-        axes[0].legend(frameon=False, fontsize=8)
-        fig.suptitle(f"transformer-retrieval, held-out seeds {span}: optimizer × frame",
-                     fontsize=9)
+        axes[0].legend(frameon=False, fontsize=7)
+        fig.suptitle(f"{_TITLES[task]}, held-out seeds {span}: optimizer × frame "
+                     f"(dashed: the verdict's bar {ALIGNED})", fontsize=9)
         return finish(fig, out_path)
 
 
