@@ -765,5 +765,6 @@ __all__ = ["CODE_PATHS", "EPILOG", "FEATURE_STRUCTURE_PRESETS", "FEATURE_STRUCTU
            "FIGURES", "FRAMES", "OPTIMIZERS", "FigureSpec", "Input", "MissingInputs",
            "code_commit", "feature_structure_command", "feature_structure_dir",
            "feature_structure_points", "figures_command", "input_paths", "listing",
-           "missing_inputs", "optimizer_frame_command", "optimizer_frame_dir", "provenance",
+           "missing_inputs", "OPTIMIZER_FRAME_BY_TASK", "OPTIMIZER_FRAME_TASKS",
+           "optimizer_frame_command", "optimizer_frame_dir", "optimizer_sets", "provenance",
            "render", "render_script", "reproduce_command", "save", "select"]
