@@ -110,6 +110,13 @@ def plot_sparseness_over_training(table: dict, out_path=None, title: str = ""):
         return finish(fig, out_path)
 
 
+def _panel_row(n: int):
+    """A figure with one 4.4 x 3.2 inch panel per run or seed (at least one)."""
+    fig, axes = subplots(1, max(n, 1), figsize=(4.4 * max(n, 1), 3.2), layout="constrained",
+                         squeeze=False)
+    return fig, axes[0]
+
+
 def plot_planted_over_training(sad_toy_dir, out_path=None):
     """Median sparseness of the planted firings against training step, every head of every
     decomposed seed beside its rotated control, one panel per run (the tables
@@ -117,9 +124,8 @@ def plot_planted_over_training(sad_toy_dir, out_path=None):
     over = pq.read_table(Path(sad_toy_dir) / "over_training.parquet").to_pylist()
     presets = list(dict.fromkeys(r["run"] for r in over))
     with matplotlib.rc_context(STYLE):
-        fig, axes = subplots(1, max(len(presets), 1), figsize=(4.4 * max(len(presets), 1), 3.2),
-                             layout="constrained", squeeze=False)
-        for ax, preset in zip(axes[0], presets):
+        fig, axes = _panel_row(len(presets))
+        for ax, preset in zip(axes, presets):
             sub = [r for r in over if r["run"] == preset and r["median_sparseness"] is not None]
             heads = sorted({(r["seed"], r["layer"], r["head"]) for r in sub})
             for key, color, label in (("median_sparseness", HEADS_COLOR, "head"),
@@ -146,9 +152,8 @@ def plot_planted_multi_pair(sad_toy_dir, out_path=None):
     rows = pq.read_table(Path(sad_toy_dir) / "multi_pair_pairs.parquet").to_pylist()
     seeds = list(dict.fromkeys(r["seed"] for r in rows))
     with matplotlib.rc_context(STYLE):
-        fig, axes = subplots(1, max(len(seeds), 1), figsize=(4.4 * max(len(seeds), 1), 3.2),
-                             layout="constrained", squeeze=False)
-        for ax, seed in zip(axes[0], seeds):
+        fig, axes = _panel_row(len(seeds))
+        for ax, seed in zip(axes, seeds):
             sub = [r for r in rows if r["seed"] == seed]
             pairs = sorted({r["pair"] for r in sub})
 
