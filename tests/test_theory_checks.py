@@ -1,4 +1,4 @@
-"""The theory checks' measurements (theory/checks.py, rows.py, fates.py) on planted
+"""The theory checks' measurements (theory/checks/, rows.py, fates.py) on planted
 answers: row verdicts, seed labels, observations, the closed-form comparison, R² through
 the origin, pair fates and the rank-H optimum. The command's end-to-end run is in
 test_theory_runner.py."""
