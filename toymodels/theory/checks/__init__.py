@@ -30,7 +30,9 @@ Everything the single module `checks.py` exported is importable from here.
 """
 
 import dataclasses
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from toymodels.theory.checks.anisotropy import (  # noqa: F401
     ANISOTROPY_SEEDS, PAPER_LOSS_CFG, TRAINED_ANGLE_TOL, check_anisotropy)
@@ -70,16 +72,47 @@ CHECKS = {
 }
 
 
-def run_checks(profile: Profile, only=None):
-    """Run the named checks (all by default): rows, data by check, seconds by check."""
-    rows, data, seconds = [], {}, {}
-    for name, fn in CHECKS.items():
-        if only and name not in only:
-            continue
+BESIDE = ("multi_pair",)
+"""Checks run in a thread beside the others (jobs > 1). multi_pair is about half of the
+quick profile's CPU time, in one program whose large products keep both cores busy; the
+other checks spend much of theirs compiling (single-threaded) and stepping small models,
+leaving a core idle that it can use. Values do not depend on it: every check's arithmetic
+is its own (its own seeds and generators, and XLA's programs compute the same whatever runs
+beside them)."""
+
+JOBS_ENV = "TOYMODELS_THEORY_JOBS"
+"""1 runs the checks one after another (to time each alone); default 2."""
+
+
+def run_checks(profile: Profile, only=None, jobs: int | None = None):
+    """Run the named checks (all by default): rows, data by check, wall seconds by check
+    (with jobs > 1 the BESIDE checks overlap the others). Rows come in CHECKS order."""
+    names = [n for n in CHECKS if not only or n in only]
+    if jobs is None:
+        jobs = int(os.environ.get(JOBS_ENV, "2"))
+    results = {}
+
+    def run(name):
         t0 = time.perf_counter()
-        r, d = fn(profile)
-        seconds[name] = time.perf_counter() - t0
-        rows += [x | {"seconds": round(seconds[name], 1)} for x in r]
+        r, d = CHECKS[name](profile)
+        results[name] = (r, d, time.perf_counter() - t0)
+
+    beside = [n for n in names if n in BESIDE] if jobs > 1 and len(names) > 1 else []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="theory-check")
+    try:
+        futures = [pool.submit(run, n) for n in beside]
+        for name in names:
+            if name not in beside:
+                run(name)
+        for f in futures:
+            f.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    rows, data, seconds = [], {}, {}
+    for name in names:
+        r, d, s = results[name]
+        seconds[name] = s
+        rows += [x | {"seconds": round(s, 1)} for x in r]
         data[name] = d
     return rows, data, seconds
 

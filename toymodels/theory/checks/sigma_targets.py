@@ -12,7 +12,7 @@ from toymodels.tasks.toy import second_moment
 from toymodels.theory import closed_form as theory
 from toymodels.theory import foils
 from toymodels.theory.checks.common import (TAG_SIGMA, THEOREM1_EPS, THEOREM_CFG, _naive,
-                                            _omega, _star)
+                                            _omega, _star, train_blocks)
 from toymodels.theory.rows import (Profile, Seeds, features_for, largest, observation, row,
                                    spectrum_error, worst)
 from toymodels.training.loop import train
@@ -56,8 +56,9 @@ def check_sigma_targets(p: Profile):
                                                 THEOREM1_EPS) for seed in seeds}
     cfg = THEOREM_CFG.replace(steps=p.steps)
     instances = make_instances(cfg, seeds, vary={"target_scale": list(TARGETS)})
-    params = train(cfg, instances, init={"W": np.stack([X_seed[i.seed] for i in instances])},
-                   desc="σ against target (squared error)").params
+    params = train_blocks(cfg, instances,
+                          init={"W": np.stack([X_seed[i.seed] for i in instances])},
+                          desc="σ against target (squared error)")
     M = second_moment(cfg)
     err, err_naive, sigma, sigma_star = [], [], [], []
     for n, inst in enumerate(instances):
