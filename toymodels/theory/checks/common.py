@@ -28,14 +28,16 @@ def _omega(params, n):
 
 
 BLOCK = 4
-"""Instances per training run of the fixed-feature checks. XLA compiles a program (the
-instances' init and the training chunk) for each instance count, at 5-10 CPU s, what
+"""Instances per training run of the one-hot, squared-error checks. XLA compiles a program
+(the instances' init and the training chunk) for each instance count, at 5-10 CPU s, what
 2,000-3,000 steps of four instances of Theorem 1's setting cost; training is no cheaper
 per instance-step at 16 instances than at 4 (both measured on the 2-core CPU). In blocks
 of 4, theorem1, isotropy, anisotropy (squared error) and sigma_targets share one compiled
 program of Theorem 1's setting instead of compiling one each for 4, 8 and 24 instances.
-An instance's result does not depend on its neighbours (training/loop.py); on this CPU
-it is the same bit for bit (the quick table's values, equal before and after)."""
+An instance's result does not depend on its neighbours (training/loop.py), and in this
+setting it is the same bit for bit (the quick table's rows, equal before and after). With
+sparse tokens and cross-entropy it is not: the values differ in the last bits (1e-10), so
+those runs (anisotropy's paper's loss, sigma_targets') stay one run each."""
 
 
 def train_blocks(cfg, instances, init: dict | None = None, desc: str = "train") -> dict:
@@ -49,10 +51,13 @@ def train_blocks(cfg, instances, init: dict | None = None, desc: str = "train") 
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _fixed_head_run(cfg, X, first_seed: int = 0):
-    """Train the head on fixed features X [I, D, N] (one instance each, seeds first_seed + index)."""
-    return train_blocks(cfg, make_instances(cfg, range(first_seed, first_seed + len(X))),
-                        init={"W": np.asarray(X)}, desc="head on fixed features")
+def _fixed_head_run(cfg, X, first_seed: int = 0, block: bool = True):
+    """Train the head on fixed features X [I, D, N] (one instance each, seeds first_seed + index),
+    BLOCK instances at a time, or all in one run (block=False)."""
+    instances = make_instances(cfg, range(first_seed, first_seed + len(X)))
+    if not block:
+        return train(cfg, instances, init={"W": X}, desc="head on fixed features").params
+    return train_blocks(cfg, instances, init={"W": np.asarray(X)}, desc="head on fixed features")
 
 
 def _star(cfg, X) -> np.ndarray:

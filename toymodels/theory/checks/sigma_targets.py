@@ -75,6 +75,8 @@ def check_sigma_targets(p: Profile):
     sigma, sigma_star = np.array(sigma), np.array(sigma_star)
     xent_cfg = preset("single-pair").replace(record_points=0, steps=min(p.steps, 5000))
     xent_instances = make_instances(xent_cfg, seeds, vary={"target_scale": list(TARGETS)})
+    # one run, not blocks (common.BLOCK): in blocks the paper's setting (sparse tokens,
+    # cross-entropy) changes in the last bits, as anisotropy's paper-loss rows did
     xent = train(xent_cfg, xent_instances, desc="σ against target (paper's loss)").params
     sigma_xent = np.array([np.linalg.svd(_omega(xent, n), compute_uv=False)[0]
                            for n in range(len(xent_instances))])
