@@ -1,4 +1,4 @@
-"""The theory checks' measurements (theory/checks.py, rows.py, fates.py) on planted
+"""The theory checks' measurements (theory/checks/, rows.py, fates.py) on planted
 answers: row verdicts, seed labels, observations, the closed-form comparison, R² through
 the origin, pair fates and the rank-H optimum. The command's end-to-end run is in
 test_theory_runner.py."""
@@ -112,3 +112,38 @@ def test_feature_alignment_of_a_planted_head():
                                                               np.linalg.norm(X[:, 1])), 10)
     params = {"W": X[None], "W_Q": W_Q[None], "W_K": W_K[None]}
     np.testing.assert_allclose(checks._feature_alignment(params, 0), (1, 1), atol=1e-9)
+
+
+def test_training_in_blocks_is_one_run_bit_for_bit():
+    """The fixed-feature checks train BLOCK instances at a time so that they share one
+    compiled program (checks/common.py): the values must be those of one run."""
+    from toymodels.configs import make_instances
+    from toymodels.training.loop import train
+    cfg = checks.THEOREM_CFG.replace(steps=20, chunk_steps=10, batch_size=16)
+    # two blocks, instances differing in seed and target scale (a batched value)
+    instances = make_instances(cfg, range(checks.common.BLOCK), vary={"target_scale": [1.0, 2.0]})
+    X = np.stack([theory.anisotropic_features(np.random.default_rng(i.seed), 20, 10, 1.0)
+                  for i in instances]).astype(np.float32)
+    one = train(cfg, instances, init={"W": X}, progress=False).params
+    blocks = checks.common.train_blocks(cfg, instances, init={"W": X})
+    for name in one:
+        np.testing.assert_array_equal(blocks[name], one[name], err_msg=name)
+
+
+def test_run_checks_keeps_order_and_runs_multi_pair_beside(monkeypatch):
+    import threading
+    ran_in = {}
+
+    def fake(name):
+        def check(p):
+            ran_in[name] = threading.current_thread() is threading.main_thread()
+            return [checks.observation(name, "o", 1.0, 1, seeds="0", held_out=True)], {}
+        return check
+
+    monkeypatch.setattr(checks, "CHECKS", {n: fake(n) for n in checks.CHECKS})
+    for jobs in (1, 2):
+        rows, data, seconds = checks.run_checks(checks.QUICK, jobs=jobs)
+        assert [r["check"] for r in rows] == list(checks.CHECKS) == list(data) == list(seconds)
+        assert ran_in["multi_pair"] is (jobs == 1) and ran_in["theorem1"]
+    rows, _, _ = checks.run_checks(checks.QUICK, only=["isotropy", "multi_pair"], jobs=2)
+    assert [r["check"] for r in rows] == ["isotropy", "multi_pair"]

@@ -1,7 +1,7 @@
 """The vocabulary of the theory table: sizes (Profile), seeds (Seeds), a prediction row and
 its foils (row), observations, and the measurements a trained head and a foil share
-(top_pair_cos, matrix_error, angle_error, spectrum_error, interference). checks.py builds
-each check from these.
+(top_pair_cos, matrix_error, angle_error, spectrum_error, interference). The modules of
+checks/ build each check from these.
 
 Shapes: D residual dim, N features, K singular indices.
 """
