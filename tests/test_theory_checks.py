@@ -114,9 +114,12 @@ def test_feature_alignment_of_a_planted_head():
     np.testing.assert_allclose(checks._feature_alignment(params, 0), (1, 1), atol=1e-9)
 
 
-def test_training_in_blocks_is_one_run_bit_for_bit():
+def test_training_in_blocks_is_one_run():
     """The fixed-feature checks train BLOCK instances at a time so that they share one
-    compiled program (checks/common.py): the values must be those of one run."""
+    compiled program (checks/common.py): the values must be those of one run. They are
+    bit for bit on the machine the quick table was measured on; the test allows float32
+    round-off (as test_determinism_by_seed_across_instance_counts does), since XLA may
+    tile a vmapped program differently on another CPU."""
     from toymodels.configs import make_instances
     from toymodels.training.loop import train
     cfg = checks.THEOREM_CFG.replace(steps=20, chunk_steps=10, batch_size=16)
@@ -127,7 +130,7 @@ def test_training_in_blocks_is_one_run_bit_for_bit():
     one = train(cfg, instances, init={"W": X}, progress=False).params
     blocks = checks.common.train_blocks(cfg, instances, init={"W": X})
     for name in one:
-        np.testing.assert_array_equal(blocks[name], one[name], err_msg=name)
+        np.testing.assert_allclose(blocks[name], one[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_run_checks_keeps_order_and_runs_multi_pair_beside(monkeypatch):
