@@ -101,12 +101,12 @@ def sad(model: str, prompts: str, out, *, threshold: float | None = None,
     from toymodels.pretrained.prompts import parse_prompts
     from toymodels.store import check_out_dir, claim
 
+    check_seed(seed, "--seed")  # named as the command line names it, before SadOptions does
     options = SadOptions(threshold=threshold, recon_frac=recon_frac,
                          exclude_special=not include_special, seed=seed, rotations=rotations,
                          recon_fracs=tuple(recon_fracs))
     options.check()  # before any work, as the output directory
     check_out_dir(out, overwrite, marker="sad.json")
-    check_seed(seed, "--seed")
     path = Path(model)
     with claim(out, overwrite, marker="sad.json") as out:
         t0 = time.perf_counter()
