@@ -5,7 +5,7 @@ and tables. The command (`toymodels sad`) is tested in test_sad.py."""
 import numpy as np
 import pytest
 
-from toymodels.analysis import sad
+from toymodels.analysis import sad, sad_tables
 from toymodels.errors import AnalysisInputError
 
 
@@ -165,10 +165,10 @@ def test_tables():
     pd = pytest.importorskip("pandas")
     x, mask, W_Q, W_K, b_Q, b_K = random_model()
     result = sad.decompose(x, mask, W_Q, W_K, b_Q, b_K)
-    firings = pd.DataFrame(sad.firing_table(result, mask))
-    heads = pd.DataFrame(sad.head_table(sad.firing_table(result, mask), result.S))
-    assert tuple(firings.columns) == sad.FIRING_COLUMNS
-    assert tuple(heads.columns) == sad.HEAD_COLUMNS and len(heads) == 2 * 3
+    firings = pd.DataFrame(sad_tables.firing_table(result, mask))
+    heads = pd.DataFrame(sad_tables.head_table(sad_tables.firing_table(result, mask), result.S))
+    assert tuple(firings.columns) == sad_tables.FIRING_COLUMNS
+    assert tuple(heads.columns) == sad_tables.HEAD_COLUMNS and len(heads) == 2 * 3
     assert len(firings) == result.pairs["firing"].sum() == heads["firings"].sum()
     g = firings.groupby(["layer", "head"])
     merged = heads.set_index(["layer", "head"]).join(g["n_recon"].median().rename("m"))

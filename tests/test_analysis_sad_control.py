@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from test_analysis_sad import oracle, random_model
-from toymodels.analysis import sad, sad_control
+from toymodels.analysis import sad, sad_control, sad_tables
 from toymodels.errors import AnalysisInputError
 
 
@@ -123,8 +123,8 @@ def test_tables_of_the_spread():
     table = sad_control.draw_table(result.firings, result.draws, result.S)
     L, n = result.S.shape[:2]
     assert len(table["draw"]) == L * n * 20
-    firings = sad.firing_table(result, mask)
-    heads = sad.head_table(firings, result.S)
+    firings = sad_tables.firing_table(result, mask)
+    heads = sad_tables.head_table(firings, result.S)
     spread = sad_control.spread_columns(table, L, n)
     zero = table["draw"] == 0  # draw 0's per-head medians are heads.parquet's own column
     np.testing.assert_array_equal(table["median_n_recon_rot"][zero], heads["median_n_recon_rot"])
@@ -133,9 +133,9 @@ def test_tables_of_the_spread():
     o = sad_control.overall_spread(result.firings, result.draws, table)
     assert o["draws"] == 20 and len(o["median_n_recon_rot"]["per_draw"]) == 20
     assert o["share_n_recon_le4_rot"]["per_draw"][0] == pytest.approx(
-        sad.overall(firings, heads)["share_n_recon_le4_rot"])
+        sad_tables.overall(firings, heads)["share_n_recon_le4_rot"])
     assert o["heads_median_n_recon_rot_le4"]["per_draw"][0] == \
-        sad.overall(firings, heads)["heads_median_n_recon_rot_le4"]
+        sad_tables.overall(firings, heads)["heads_median_n_recon_rot_le4"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -3,8 +3,8 @@ decomposition of a pretrained model's heads, or of a stored toy run's (docs/scie
 
 Every input is checked before any work (output directory, prompts, checkpoint, token
 counts); bad input gets one line and exit 2 and nothing is written. DIR holds:
-  firings.parquet  one row per firing (sad.FIRING_COLUMNS)
-  heads.parquet    one row per head (sad.HEAD_COLUMNS; with --rotations N, each control
+  firings.parquet  one row per firing (sad_tables.FIRING_COLUMNS)
+  heads.parquet    one row per head (sad_tables.HEAD_COLUMNS; with --rotations N, each control
                    statistic's 5/50/95% over the N draws, STAT_q05/_q50/_q95)
   rotations.parquet  (--rotations N only) one row per head and Haar draw
   sad.json         model, prompts, options, LayerNorm folding, counts, versions, git commit
@@ -142,10 +142,10 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
                            inputs.b_K, special=inputs.special, options=options,
                            progress=progress)
     t_sad = time.perf_counter() - t0
-    from toymodels.analysis import sad_control
-    firings = sad.firing_table(result, inputs.mask, inputs.tokens)
+    from toymodels.analysis import sad_control, sad_tables
+    firings = sad_tables.firing_table(result, inputs.mask, inputs.tokens)
     fracs = options.recon_fracs
-    heads = sad.head_table(firings, result.S, fracs)
+    heads = sad_tables.head_table(firings, result.S, fracs)
     draws = None
     if result.draws is not None:  # the control's spread over Haar draws
         draws = sad_control.draw_table(result.firings, result.draws, result.S, fracs)
@@ -160,17 +160,17 @@ def analyze_and_write(inputs: SadInputs, prompts, prompts_spec, out: Path, optio
                         "K": int(result.S.shape[-1])},
               "options": {**asdict(options), "threshold_rule": "1/n" if options.threshold
                           is None else "fixed", "recon_rtol": sad.RECON_RTOL},
-              "overall": sad.overall(firings, heads, fracs),
+              "overall": sad_tables.overall(firings, heads, fracs),
               **provenance()}
     if draws is not None:
         record["rotations"] = sad_control.overall_spread(result.firings, result.draws, draws,
                                                          fracs)
     record["versions"] |= _extra_versions()
     with staged(out, overwrite, marker="sad.json") as staging:
-        sad.write_parquet(staging / "firings.parquet", firings)
-        sad.write_parquet(staging / "heads.parquet", heads)
+        sad_tables.write_parquet(staging / "firings.parquet", firings)
+        sad_tables.write_parquet(staging / "heads.parquet", heads)
         if draws is not None:
-            sad.write_parquet(staging / "rotations.parquet", draws)
+            sad_tables.write_parquet(staging / "rotations.parquet", draws)
         write_json(staging / "sad.json", record)
         (staging / "prompts.txt").write_text("\n".join(prompts) + "\n")
         write_json(staging / "timing.json", {**(timing or {}), "decompose_s": t_sad})
