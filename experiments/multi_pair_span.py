@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toymodels.plots.studies import smallest_principal_cos
+
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--run", default="runs/transformer-multi-pair", type=Path)
 args = parser.parse_args()
@@ -28,11 +30,6 @@ cfg = summary["config"]
 queries = [p[0] for p in cfg["pairs"]]
 keys = [p[1] for p in cfg["pairs"]]
 r = len(queries) - 1  # the identified dimensions
-
-
-def smallest_principal_cos(F, B):
-    Q, _ = np.linalg.qr(F)
-    return float(np.linalg.svd(Q.T @ B, compute_uv=False).min())
 
 
 print(f"{'seed':>4} {'head':>5} {'σ_k/σ_1 (k = 1..7)':<40} {'raw key span':>12} "

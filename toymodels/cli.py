@@ -63,7 +63,7 @@ sigma_targets, pairs_beyond_h. Exit status 0 when every prediction PASSes, 1 oth
 (INFO rows are observations, not predictions).
 
 examples:
-  toymodels theory --quick --out runs/theory-quick         # about 6.5 minutes on 2 CPU cores
+  toymodels theory --quick --out runs/theory-quick         # about 6 minutes on 2 CPU cores (6 min 16 s measured)
   toymodels theory --full --out runs/theory-full           # paper-sized
   toymodels theory --quick --only theorem1,isotropy --out runs/t1
   python -c "import pandas as pd; print(pd.read_csv('runs/theory-quick/theory.csv'))"

@@ -278,7 +278,8 @@ def ov_gain(E, W_V, W_O, cfg) -> float:
     return float(np.mean(np.diag(E[:, v].T @ OV @ E[:, v]) / np.asarray(cfg.value_gains)))
 
 
-def _smallest_principal_cos(F, B) -> float:
+def smallest_principal_cos(F, B) -> float:
+    """The smallest principal cosine between span(F) and the orthonormal columns B."""
     Q, _ = np.linalg.qr(F)
     return float(np.linalg.svd(Q.T @ B, compute_uv=False).min())
 
@@ -294,7 +295,7 @@ def span_cosines(E, Omega, pairs) -> tuple[float, float]:
     out = []
     for side, B in ((0, U[:, :r]), (1, Vt[:r].T)):
         F = E[:, [p[side] for p in pairs]]
-        out.append(_smallest_principal_cos((F - F.mean(1, keepdims=True))[:, :r], B))
+        out.append(smallest_principal_cos((F - F.mean(1, keepdims=True))[:, :r], B))
     return out[0], out[1]
 
 
